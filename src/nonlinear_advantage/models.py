@@ -95,7 +95,7 @@ def plain(depth, width, in_channels, num_classes, act, slope_init) -> Classifier
     per_stage = [convs // 3 + (1 if s < convs % 3 else 0) for s in range(3)]
     layers: list[nn.Module] = []
     cin = in_channels
-    for stage, (count, mult) in enumerate(zip(per_stage, (1, 2, 4))):
+    for stage, (count, mult) in enumerate(zip(per_stage, (1, 2, 4), strict=True)):
         for i in range(count):
             stride = 2 if stage > 0 and i == 0 else 1
             layers += [conv_bn(cin, width * mult, stride=stride), make_activation(act, width * mult, slope_init)]

@@ -1,0 +1,81 @@
+import pytest
+import torch
+from torch import nn
+
+from nonlinear_advantage.models import build_model
+from nonlinear_advantage.prelu import (
+    SparsePReLU,
+    nonlinear_mask,
+    nonlinearity_penalty,
+    parameter_groups,
+    proximal_step_,
+)
+
+
+@pytest.mark.parametrize("shape", [(7, 3), (5, 3, 4, 4)])
+def test_slope_one_is_the_identity_bit_for_bit(shape):
+    act = SparsePReLU(3)
+    with torch.no_grad():
+        act.slope.fill_(1.0)
+    x = torch.randn(*shape) * 1e3
+    assert torch.equal(act(x), x)
+
+
+def test_slope_zero_is_relu_and_slopes_act_per_channel():
+    act = SparsePReLU(2)
+    with torch.no_grad():
+        act.slope.copy_(torch.tensor([0.0, 0.5]))
+    x = torch.tensor([[-2.0, -2.0], [3.0, 3.0]])
+    assert torch.equal(act(x), torch.tensor([[0.0, -1.0], [3.0, 3.0]]))
+    x4 = -torch.ones(1, 2, 2, 2)
+    assert torch.equal(act(x4)[0, 0], torch.zeros(2, 2)) and torch.equal(act(x4)[0, 1], -0.5 * torch.ones(2, 2))
+
+
+def test_default_slope_and_gradient_reaches_the_slope():
+    act = SparsePReLU(4)
+    assert act.slope.shape == (4,) and torch.all(act.slope == 0.25)
+    act(-torch.ones(2, 4)).sum().backward()
+    assert torch.equal(act.slope.grad, -2 * torch.ones(4))
+
+
+def _two_layer_net(slopes_a, slopes_b):
+    a, b = SparsePReLU(len(slopes_a)), SparsePReLU(len(slopes_b))
+    with torch.no_grad():
+        a.slope.copy_(torch.tensor(slopes_a))
+        b.slope.copy_(torch.tensor(slopes_b))
+    return nn.Sequential(nn.Linear(3, len(slopes_a)), a, nn.Linear(len(slopes_a), len(slopes_b)), b)
+
+
+def test_penalty_is_the_mean_over_all_channels():
+    net = _two_layer_net([1.0, 0.0], [0.5, 1.5, 1.0])
+    # |1-a| = 0, 1, 0.5, 0.5, 0 over 5 channels
+    assert nonlinearity_penalty(net).item() == pytest.approx(2.0 / 5)
+
+
+def test_proximal_step_soft_thresholds_towards_one():
+    net = _two_layer_net([0.9, 0.0], [1.05, 1.5, 1.0])
+    proximal_step_(net, 0.1)
+    slopes = torch.cat([m.slope for m in net if isinstance(m, SparsePReLU)])
+    assert torch.allclose(slopes, torch.tensor([1.0, 0.1, 1.0, 1.4, 1.0]))
+    assert slopes[0].item() == 1.0 and slopes[2].item() == 1.0  # exactly linear, not approximately
+
+
+def test_nonlinear_mask_uses_eps():
+    net = _two_layer_net([1.0, 0.99], [0.5, 1.0, 1.2])
+    masks = nonlinear_mask(net, eps=0.0)
+    assert [m.tolist() for m in masks.values()] == [[False, True], [True, False, True]]
+    masks = nonlinear_mask(net, eps=0.05)
+    assert [m.tolist() for m in masks.values()] == [[False, False], [True, False, True]]
+    assert list(masks) == ["1", "3"]
+
+
+def test_slopes_get_no_weight_decay():
+    model = build_model("resnet", depth=8, width=4, in_channels=1, num_classes=3)
+    groups = parameter_groups(model, weight_decay=5e-4)
+    by_name = {g["name"]: g for g in groups}
+    slope_ids = {id(m.slope) for m in model.modules() if isinstance(m, SparsePReLU)}
+    assert {id(p) for p in by_name["slopes"]["params"]} == slope_ids
+    assert by_name["slopes"]["weight_decay"] == 0.0
+    assert all(id(p) not in slope_ids for p in by_name["weights"]["params"])
+    assert by_name["weights"]["weight_decay"] == 5e-4
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
