@@ -1,0 +1,219 @@
+"""One training run: determinism, resume after a real kill, safe loading, divergence, post-hoc."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from nonlinear_advantage import cli
+from nonlinear_advantage.errors import UserError
+from nonlinear_advantage.trainer import augment, load_checkpoint, lr_at, train, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_dataset(path: Path, n_train=192, n_eval=48, size=8, classes=3, seed=0) -> Path:
+    """A learnable toy problem in the prepared-dataset format: one bright quadrant per class."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def split(n):
+        y = torch.randint(0, classes, (n,), generator=gen)
+        x = torch.rand(n, 1, size, size, generator=gen) * 100
+        for c in range(classes):
+            r, q = divmod(c, 2)
+            x[y == c, :, r * size // 2:(r + 1) * size // 2, q * size // 2:(q + 1) * size // 2] += 40
+        return x.to(torch.uint8), y
+
+    (tx, ty), (vx, vy), (sx, sy) = split(n_train), split(n_eval), split(n_eval)
+    torch.save(dict(name="toy", train_x=tx, train_y=ty, val_x=vx, val_y=vy, test_x=sx, test_y=sy,
+                    classes=[f"c{i}" for i in range(classes)], mean=[0.4], std=[0.25], source="test", seed=seed),
+               path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def toy_data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("data") / "toy.pt")
+
+
+def config(data, **overrides):
+    cfg = dict(name="toy/sparse/test", data=str(data), model=dict(arch="resnet", depth=8, width=4),
+               epochs=3, batch_size=32, lam=0.0, seed=0, device="cpu")
+    cfg.update(overrides)
+    return cfg
+
+
+def test_writes_checkpoint_metrics_history_and_config(toy_data, tmp_path):
+    metrics = train(config(toy_data), tmp_path, progress=False)
+    assert {p.name for p in tmp_path.iterdir()} == {"checkpoint.pt", "metrics.json", "history.csv", "config.yaml"}
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    for key in ("test_acc", "train_acc", "test_loss", "train_loss", "penalty", "nonlinear_channels",
+                "nonlinear_per_layer", "apl_normalized", "apl_unnormalized", "params", "wall_time_s", "images_per_s"):
+        assert key in metrics
+    assert metrics["test_acc"] > 0.6  # the toy problem is learnable in 3 epochs
+    assert metrics["nonlinear_channels"] == sum(metrics["nonlinear_per_layer"]) == metrics["total_channels"]
+    assert len((tmp_path / "history.csv").read_text().splitlines()) == 1 + 3
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["model"]["depth"] == 8
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["epoch"] == 3 and set(ckpt) >= {"model", "optimizer", "generator", "torch_rng", "step"}
+
+
+def test_same_config_and_seed_give_bit_identical_weights(toy_data, tmp_path):
+    cfg = config(toy_data, lam=20.0, augment=dict(flip=True, crop=1))
+    a, b = train(cfg, tmp_path / "a", progress=False), train(cfg, tmp_path / "b", progress=False)
+    wa = load_checkpoint(tmp_path / "a" / "checkpoint.pt")["model"]
+    wb = load_checkpoint(tmp_path / "b" / "checkpoint.pt")["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    timing = ("wall_time_s", "images_per_s")
+    assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
+    c = train(dict(cfg, seed=1), tmp_path / "c", progress=False)
+    assert c["train_loss"] != a["train_loss"]
+
+
+def _train_command(cfg_path, out):
+    return [sys.executable, "-m", "nonlinear_advantage", "train", "--config", str(cfg_path), "--out", str(out)]
+
+
+def test_resume_after_a_kill_is_bit_identical(tmp_path):
+    data = make_dataset(tmp_path / "bigger.pt", n_train=1024, size=12)
+    cfg = config(data, epochs=6, lam=20.0, augment=dict(flip=True, crop=1))
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    reference = tmp_path / "reference"
+    subprocess.run(_train_command(cfg_path, reference), check=True, env=env, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_train_command(cfg_path, killed), env=env, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill once two epochs are checkpointed
+        history = killed / "history.csv"
+        if history.exists() and len(history.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "metrics.json").exists()
+    interrupted_at = load_checkpoint(killed / "checkpoint.pt")["epoch"]
+    assert 2 <= interrupted_at < 6
+
+    # Snakemake deletes a failed job's outputs; the hidden hard link must still resume it.
+    (killed / "checkpoint.pt").unlink()
+    done = subprocess.run(_train_command(cfg_path, killed), env=env, capture_output=True, text=True, check=True)
+    assert f"resuming from {killed / '.resume.pt'} after epoch {interrupted_at}" in done.stderr
+    assert not (killed / ".resume.pt").exists()
+    ref, res = (load_checkpoint(d / "checkpoint.pt") for d in (reference, killed))
+    assert all(torch.equal(ref["model"][k], res["model"][k]) for k in ref["model"])
+    assert (reference / "history.csv").read_text().split("wall")[0] == (killed / "history.csv").read_text().split(
+        "wall")[0]
+    m_ref, m_res = (json.loads((d / "metrics.json").read_text()) for d in (reference, killed))
+    assert m_ref["test_acc"] == m_res["test_acc"] and m_ref["train_loss"] == m_res["train_loss"]
+
+
+def test_resume_state_of_another_config_is_ignored(toy_data, tmp_path):
+    train(config(toy_data, epochs=1), tmp_path, progress=False)
+    (tmp_path / "checkpoint.pt").rename(tmp_path / ".resume.pt")
+    metrics = train(config(toy_data, epochs=2), tmp_path, progress=False)
+    assert metrics["epochs"] == 2 and load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 2
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "unsafe_pickle"])
+def test_corrupt_checkpoint_gives_a_clear_error(toy_data, tmp_path, damage, capsys):
+    train(config(toy_data, epochs=1), tmp_path, progress=False)
+    ckpt = tmp_path / "checkpoint.pt"
+    if damage == "truncate":
+        ckpt.write_bytes(ckpt.read_bytes()[:500])
+    elif damage == "garbage":
+        ckpt.write_bytes(b"not a checkpoint at all")
+    else:
+        torch.save({"model": {}, "evil": Path("/")}, ckpt)  # arbitrary objects are refused
+    with pytest.raises(UserError, match="checkpoint.pt is corrupt or not a checkpoint"):
+        load_checkpoint(ckpt)
+    assert cli.main(["measure", "--run", str(tmp_path), "--out", str(tmp_path / "depth.json")]) == 2
+    err = capsys.readouterr().err
+    assert "corrupt" in err and "Traceback" not in err
+
+
+def test_divergence_names_run_and_epoch_and_keeps_last_good_checkpoint(toy_data, tmp_path, monkeypatch):
+    real = torch.nn.functional.cross_entropy
+    calls = {"train": 0}
+
+    def poisoned(logits, y, **kw):
+        if logits.requires_grad:
+            calls["train"] += 1
+            if calls["train"] > 6:  # epoch 1 has 192 // 32 = 6 steps; epoch 2 blows up
+                return real(logits, y, **kw) * float("nan")
+        return real(logits, y, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", poisoned)
+    with pytest.raises(UserError, match=r"run toy/sparse/test diverged in epoch 2: training loss is nan"):
+        train(config(toy_data), tmp_path, progress=False)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_posthoc_from_a_dense_checkpoint_lowers_nonlinear_channels(toy_data, tmp_path):
+    dense = train(config(toy_data, epochs=3, name="toy/dense"), tmp_path / "dense", progress=False)
+    post = train(config(toy_data, epochs=2, lam=60.0, name="toy/posthoc",
+                        init_from=str(tmp_path / "dense" / "checkpoint.pt")), tmp_path / "post", progress=False)
+    scratch = train(config(toy_data, epochs=2, lam=60.0, name="toy/scratch"), tmp_path / "scratch", progress=False)
+    assert post["nonlinear_channels"] < dense["nonlinear_channels"]
+    assert post["apl_normalized"] < dense["apl_normalized"]
+    first_epoch = lambda d: float((d / "history.csv").read_text().splitlines()[1].split(",")[3])  # noqa: E731
+    assert first_epoch(tmp_path / "post") > first_epoch(tmp_path / "scratch")  # it starts from trained weights
+
+
+@pytest.mark.parametrize("change,fragment", [
+    ({"learning_rate": 0.1}, "unknown key 'learning_rate'"),
+    ({"model": {"depht": 8}}, "unknown key 'model.depht'"),
+    ({"epochs": "ten"}, "'epochs' must be int"),
+    ({"proximal": "yes"}, "'proximal' must be bool"),
+    ({"lam": -0.5}, "'lam' must be >= 0"),
+    ({"model": {"arch": "vgg"}}, "'model.arch' must be one of"),
+    ({"data": "/nonexistent/data.pt"}, "'data': file not found: /nonexistent/data.pt"),
+    ({"init_from": "/nonexistent/ckpt.pt"}, "'init_from': file not found: /nonexistent/ckpt.pt"),
+])
+def test_bad_config_exits_nonzero_naming_the_key(toy_data, tmp_path, change, fragment, capsys):
+    cfg = config(toy_data)
+    for key, value in change.items():
+        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) and key in cfg else value
+    with pytest.raises(UserError, match=fragment.replace("(", r"\(")):
+        validate_config(cfg)
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    assert cli.main(["train", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "out")]) == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_missing_config_file_is_named(tmp_path, capsys):
+    assert cli.main(["train", "--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path)]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_augment_flips_and_crops_per_sample():
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4)
+    gen = torch.Generator().manual_seed(0)
+    out = augment(x, flip=True, crop=1, gen=gen)
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    for i in range(2):  # every output is a 4x4 window of the padded (possibly flipped) input
+        windows = [p[:, r:r + 4, c:c + 4] for p in (padded[i], padded[i].flip(2)) for r in range(3) for c in range(3)]
+        assert any(torch.equal(out[i], w) for w in windows)
+    assert torch.equal(augment(x, flip=False, crop=0, gen=gen), x)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    cfg = validate_config({"data": "x", "optimizer": {"lr": 1.0}, "schedule": {"kind": "cosine",
+                                                                                "warmup_epochs": 1}},
+                          check_files=False)
+    lrs = [lr_at(cfg, s, 100, 10) for s in range(100)]
+    assert lrs[0] < lrs[5] < lrs[9] <= 1.0 and max(lrs) == pytest.approx(1.0, abs=0.1)
+    assert lrs[-1] < 0.01 and all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
