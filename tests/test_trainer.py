@@ -165,7 +165,7 @@ def test_posthoc_from_a_dense_checkpoint_lowers_nonlinear_channels(toy_data, tmp
     dense = train(config(toy_data, epochs=3, name="toy/dense"), tmp_path / "dense", progress=False)
     post = train(config(toy_data, epochs=2, lam=60.0, name="toy/posthoc",
                         init_from=str(tmp_path / "dense" / "checkpoint.pt")), tmp_path / "post", progress=False)
-    scratch = train(config(toy_data, epochs=2, lam=60.0, name="toy/scratch"), tmp_path / "scratch", progress=False)
+    train(config(toy_data, epochs=2, lam=60.0, name="toy/scratch"), tmp_path / "scratch", progress=False)
     assert post["nonlinear_channels"] < dense["nonlinear_channels"]
     assert post["apl_normalized"] < dense["apl_normalized"]
     first_epoch = lambda d: float((d / "history.csv").read_text().splitlines()[1].split(",")[3])  # noqa: E731
