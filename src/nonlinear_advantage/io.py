@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tempfile
@@ -10,6 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @contextlib.contextmanager
@@ -19,6 +23,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs should be as readable as any file
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -38,5 +43,9 @@ def write_json(path, obj) -> None:
 
 
 def torch_save(obj, path) -> None:
+    # Through a buffer: torch.save names the zip's root folder after the file it writes,
+    # and a random temporary name would make identical objects give different bytes.
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        tmp.write_bytes(buffer.getvalue())

@@ -1,0 +1,515 @@
+"""The data stage: ``download`` fetches and verifies raw files, ``prepare`` writes one tensors file.
+
+Every dataset is one row of :data:`DATASETS`. ``download`` tries its sources in order (a
+directory the user names, the offline copy, the official URLs) until every raw file is
+there and verifies; a file only replaces its predecessor once its checksum matches.
+``prepare`` re-verifies the raw files, makes a seeded, stratified train/val/test split and
+saves uint8 images plus per-channel mean/std.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import http.client
+import importlib.util
+import io as _io
+import os
+import pickle
+import struct
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import io
+from .errors import UserError
+
+TIMEOUT_S = 60  # per socket read: a dead server fails fast enough, a slow one still finishes
+
+
+def _sklearn_data() -> str:
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it (slow)
+    return str(Path(spec.origin).parent / "datasets" / "data") if spec else "(scikit-learn missing)"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One row of the table. ``files`` maps each raw file (relative to the raw dir) to a check.
+
+    A check is ``"sha256:HEX"`` of the *decompressed* payload (the same whichever source
+    recompressed it) or ``"md5:HEX"`` of the file as served, where only that is published.
+    """
+
+    shape: tuple[int, int, int]
+    reader: str  # key of READERS
+    files: dict[str, str]
+    classes: tuple[str, ...] = ()  # empty: read from the archive's meta file
+    urls: tuple[str, ...] = ()  # mirrors, tried in order; a file's URL is mirror + name
+    archive: tuple[str, str] | None = None  # (name, md5): fetched, checked, extracted, dropped
+    offline: tuple[str, str] | None = None  # (directory, how to get it when it is missing)
+    val_size: int = 5000  # carved from the training set
+    test_size: int = 0  # 0: the official test set; else carved from the one pool (digits)
+
+
+DIGITS = tuple("0123456789")
+FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+           "Ankle boot")
+
+DATASETS: dict[str, Dataset] = {
+    # scikit-learn's bundled copy of the UCI optdigits test set (1,797 images, values 0..16).
+    # sha256 of the decompressed csv, computed here from scikit-learn 1.9.1's digits.csv.gz.
+    "digits": Dataset(
+        shape=(1, 8, 8), reader="digits", classes=DIGITS,
+        files={"digits.csv.gz": "sha256:6ebb3d2fee246a4e99363262ddf8a00a3c41bee6014c373ed9d9216ba7f651b8"},
+        offline=(_sklearn_data(), "pip install scikit-learn"), val_size=180, test_size=360,
+    ),
+    # sha256s of the decompressed idx files, as given in issue 4 and checked here against
+    # both Debian's recompressed .gz files; upstream's .gz md5s (torchvision's list) differ
+    # from Debian's, so they are not used.
+    "fashion_mnist": Dataset(
+        shape=(1, 28, 28), reader="idx", classes=FASHION,
+        files={
+            "train-images-idx3-ubyte.gz": "sha256:c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels-idx1-ubyte.gz": "sha256:bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "t10k-images-idx3-ubyte.gz": "sha256:5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "t10k-labels-idx1-ubyte.gz": "sha256:0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
+        urls=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        offline=("/usr/share/datasets/fashion-mnist", "apt-get install dataset-fashion-mnist"),
+    ),
+    # The rest have no offline copy, and their payload sha256s cannot be computed without the
+    # data: they carry the md5s torchvision 0.29 publishes (datasets/mnist.py, cifar.py, svhn.py).
+    # MNIST: md5 of the upstream .gz files.
+    "mnist": Dataset(
+        shape=(1, 28, 28), reader="idx", classes=DIGITS,
+        files={
+            "train-images-idx3-ubyte.gz": "md5:f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train-labels-idx1-ubyte.gz": "md5:d53e105ee54ea40749a09fcbcd1e9432",
+            "t10k-images-idx3-ubyte.gz": "md5:9fb629c4189551a2d022fa330f9573f3",
+            "t10k-labels-idx1-ubyte.gz": "md5:ec29112dd5afa0611ce80d1b7f02629c",
+        },
+        urls=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+    ),
+    # CIFAR: md5 of the .tar.gz, then md5 of every extracted (decompressed) member.
+    "cifar10": Dataset(
+        shape=(3, 32, 32), reader="cifar",
+        files={
+            "cifar-10-batches-py/data_batch_1": "md5:c99cafc152244af753f735de768cd75f",
+            "cifar-10-batches-py/data_batch_2": "md5:d4bba439e000b95fd0a9bffe97cbabec",
+            "cifar-10-batches-py/data_batch_3": "md5:54ebc095f3ab1f0389bbae665268c751",
+            "cifar-10-batches-py/data_batch_4": "md5:634d18415352ddfa80567beed471001a",
+            "cifar-10-batches-py/data_batch_5": "md5:482c414d41f54cd18b22e5b47cb7c3cb",
+            "cifar-10-batches-py/test_batch": "md5:40351d587109b95175f43aff81a1287e",
+            "cifar-10-batches-py/batches.meta": "md5:5ff9c542aee3614f3951f8cda6e48888",
+        },
+        urls=("https://www.cs.toronto.edu/~kriz/",),
+        archive=("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
+    ),
+    "cifar100": Dataset(
+        shape=(3, 32, 32), reader="cifar",
+        files={
+            "cifar-100-python/train": "md5:16019d7e3df5f24257cddd939b257f8d",
+            "cifar-100-python/test": "md5:f0ef6b0ae62326f3e7ffdfab6717acfc",
+            "cifar-100-python/meta": "md5:7973b15100ade9c7d40fb424638fde48",
+        },
+        urls=("https://www.cs.toronto.edu/~kriz/",),
+        archive=("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),
+    ),
+    # SVHN: md5 of the .mat files (uncompressed; the 'extra' split is not used).
+    "svhn": Dataset(
+        shape=(3, 32, 32), reader="svhn", classes=DIGITS,
+        files={
+            "train_32x32.mat": "md5:e26dedcc434d2e4c54c9b2d4a06d8373",
+            "test_32x32.mat": "md5:eb5a983be6a315427106f1b164d9cef3",
+        },
+        urls=("http://ufldl.stanford.edu/housenumbers/",),
+    ),
+}
+
+
+class SourceError(UserError):
+    """One source could not deliver a good file; ``download`` goes on to the next one."""
+
+
+# -- integrity ------------------------------------------------------------------------------
+
+
+def _check(label, check: str, data: bytes) -> None:
+    algo, want = check.split(":")
+    got = hashlib.new(algo, data).hexdigest()
+    if got != want:
+        raise SourceError(f"{label}: checksum mismatch: expected {algo} {want}, got {got}; not kept")
+
+
+def _payload(path: Path, check: str, label=None) -> bytes:
+    """The verified payload of a raw file (gunzipped if .gz); SourceError names ``label`` or the file."""
+    label = label or path
+    data = payload = path.read_bytes()
+    if check.startswith("md5:"):
+        _check(label, check, data)
+    if str(label).endswith(".gz"):
+        try:
+            payload = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise SourceError(f"{label}: not a valid gzip file ({exc})") from None
+    if check.startswith("sha256:"):
+        _check(label, check, payload)
+    return payload
+
+
+def _good(path: Path, check: str) -> bool:
+    """Whether a raw file is present and verifies; a bad one is deleted so nothing passes for data."""
+    if not path.is_file():
+        return False
+    try:
+        _payload(path, check)
+        return True
+    except SourceError as exc:
+        print(f"{exc}; deleting it", file=sys.stderr)
+        path.unlink()
+        return False
+
+
+# -- download -------------------------------------------------------------------------------
+
+
+def _fetch(base: str, name: str, dest: Path, check: str) -> None:
+    """Copy ``base/name`` to ``dest`` through a temporary file; rename only once it verifies."""
+    src = f"{base.rstrip('/')}/{name}"
+    if "://" in base:
+        print(f"fetching {src}", file=sys.stderr)
+        try:
+            stream = urllib.request.urlopen(src, timeout=TIMEOUT_S)
+        except urllib.error.HTTPError as exc:
+            raise SourceError(f"{name}: HTTP {exc.code} {exc.reason}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise SourceError(f"{name}: unreachable ({getattr(exc, 'reason', exc)})") from None
+        size = stream.length
+    elif Path(src).is_file():
+        stream, size = open(src, "rb"), Path(src).stat().st_size
+    else:
+        raise SourceError(f"no {name} there")
+    with stream, io.atomic_path(dest) as tmp:
+        got = 0
+        with open(tmp, "wb") as f:
+            try:
+                while chunk := stream.read(1 << 20):
+                    f.write(chunk)
+                    got += len(chunk)
+            except (OSError, http.client.HTTPException) as exc:  # resets, timeouts, IncompleteRead
+                raise SourceError(f"{name}: transfer cut off after {got} bytes ({exc!r}); not kept") from None
+        if size is not None and got != size:
+            raise SourceError(f"{name}: transfer cut off after {got} of {size} bytes; not kept")
+        if name.endswith(".tar.gz"):
+            _check(name, check, tmp.read_bytes())  # the archive itself; members are checked one by one
+        else:
+            _payload(tmp, check, label=name)
+
+
+def _fetch_archive(ds: Dataset, base: str, out: Path) -> None:
+    """Fetch the archive into a staging dir, check it, extract it safely, check and move the members."""
+    name, md5 = ds.archive
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as staging:
+        staging = Path(staging)
+        _fetch(base, name, staging / name, f"md5:{md5}")
+        try:
+            with tarfile.open(staging / name) as tar:
+                tar.extractall(staging / "x", filter="data")  # refuses ../, absolute paths, odd links
+        except tarfile.FilterError as exc:
+            raise SourceError(f"{name}: refused to extract ({exc})") from None
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise SourceError(f"{name}: not a readable tar archive ({exc})") from None
+        for member, check in ds.files.items():
+            src = staging / "x" / member
+            if not src.is_file():
+                raise SourceError(f"{name}: has no member {member}")
+            _payload(src, check, label=member)
+        for member in ds.files:
+            (out / member).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / "x" / member, out / member)  # same filesystem: atomic
+
+
+def _sources(name: str, ds: Dataset, source_dir) -> list[tuple[str, str, str]]:
+    """(label, location, hint when it is missing), in the order they are tried."""
+    found = []
+    user = source_dir or os.environ.get("NLA_DATA_DIR")
+    if user:
+        label = "--source-dir" if source_dir else "NLA_DATA_DIR"
+        if (Path(user) / name).is_dir():
+            found.append((label, str(Path(user) / name), ""))
+        found.append((label, str(user), ""))
+    if ds.offline:
+        found.append(("offline", *ds.offline))
+    found += [("download", url, "") for url in ds.urls]
+    return found
+
+
+def download(name: str, out, source_dir=None, force: bool = False) -> None:
+    ds, out = DATASETS[name], Path(out)
+    todo = [f for f, check in ds.files.items() if force or not _good(out / f, check)]
+    if not todo:
+        print(f"{name}: all {len(ds.files)} raw files in {out} verify; nothing to fetch")
+        return
+    tried, used = [], {}  # used: an ordered set of the sources that delivered files
+    for label, base, hint in _sources(name, ds, source_dir):
+        where = f"{label} {base}"
+        if "://" not in base and not Path(base).is_dir():
+            tried.append(f"  {where}: no such directory" + (f" (to get it: {hint})" if hint else ""))
+            continue
+        try:
+            if ds.archive:
+                _fetch_archive(ds, base, out)
+                todo = []
+            while todo:  # files that verify stay, so a later source only fetches what is left
+                _fetch(base, todo[0], out / todo[0], ds.files[todo[0]])
+                todo.pop(0)
+                used[where] = None
+        except SourceError as exc:
+            tried.append(f"  {where}: {exc}")
+            continue
+        used[where] = None
+        io.write_text(out / "SOURCE", "\n".join(used) + "\n")
+        print(f"{name}: {len(ds.files)} raw files verified in {out} (from {', '.join(used)})")
+        return
+    wanted = ds.archive[0] if ds.archive else ", ".join(ds.files)
+    raise UserError(
+        f"cannot get {name}; every source failed:\n" + "\n".join(tried)
+        + f"\nPut {wanted} in a directory and pass --source-dir DIR or set NLA_DATA_DIR=DIR."
+    )
+
+
+# -- readers: verified payloads -> (train_x, train_y, test_x, test_y, classes) ------------------
+
+
+def _idx(payload: bytes, label: str) -> torch.Tensor:
+    """An idx file of unsigned bytes (MNIST's format): magic 0 0 8 ndim, big-endian int32 dims."""
+    if len(payload) < 4 or payload[:3] != b"\0\0\x08":
+        raise UserError(f"{label}: not an idx file of unsigned bytes")
+    ndim = payload[3]
+    dims = struct.unpack(f">{ndim}I", payload[4:4 + 4 * ndim])
+    data = np.frombuffer(payload, np.uint8, offset=4 + 4 * ndim)
+    if data.size != np.prod(dims):
+        raise UserError(f"{label}: idx header says {dims}, but it holds {data.size} values")
+    return torch.from_numpy(data.reshape(dims).copy())
+
+
+def _read_idx(p: dict[str, bytes], ds):
+    (xi, xb), (yi, yb), (ti, tb), (ui, ub) = p.items()
+    x, tx = (_idx(b, n).unsqueeze(1) for n, b in ((xi, xb), (ti, tb)))
+    return x, _idx(yb, yi).long(), tx, _idx(ub, ui).long(), ds.classes
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """CIFAR's batches are pickles, which can run code: allow numpy arrays and nothing else."""
+
+    SAFE = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # encode: Python 3's bytes
+
+    def find_class(self, module, name):
+        if (module, name) not in self.SAFE:
+            raise pickle.UnpicklingError(f"refusing {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _read_cifar(p: dict[str, bytes], ds):
+    """Members: the training batches, then the test batch, then the meta file with the class names."""
+    loaded = []
+    for f, b in p.items():
+        try:
+            # latin1, as torchvision: Python 2's str (the keys, the array data) loads as it was written
+            loaded.append(_ArrayUnpickler(_io.BytesIO(b), encoding="latin1").load())
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
+            raise UserError(f"{f}: not a CIFAR pickle ({exc})") from None
+    *train, test, meta = loaded
+
+    def xy(batches):
+        x = np.concatenate([b["data"] for b in batches]).reshape(-1, *ds.shape)
+        y = np.concatenate([b.get("fine_labels", b.get("labels")) for b in batches])
+        return torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+
+    return *xy(train), *xy([test]), tuple(meta.get("fine_label_names", meta.get("label_names")))
+
+
+def _read_svhn(p: dict[str, bytes], ds):
+    from scipy.io import loadmat  # only SVHN needs it
+
+    def xy(b):
+        m = loadmat(_io.BytesIO(b))  # X: 32x32x3xN, y: Nx1 with 10 for the digit 0
+        return torch.from_numpy(m["X"].transpose(3, 2, 0, 1).copy()), torch.from_numpy(m["y"].ravel() % 10).long()
+
+    return *xy(p["train_32x32.mat"]), *xy(p["test_32x32.mat"]), ds.classes
+
+
+def _read_digits(p: dict[str, bytes], ds):
+    rows = np.loadtxt(_io.BytesIO(p["digits.csv.gz"]), delimiter=",", dtype=np.int64)
+    x = (rows[:, :-1] * 255 + 8) // 16  # 0..16 -> 0..255, rounded
+    x = torch.from_numpy(x.astype(np.uint8).reshape(-1, *ds.shape))
+    return x, torch.from_numpy(rows[:, -1]), None, None, ds.classes
+
+
+READERS = {"idx": _read_idx, "cifar": _read_cifar, "svhn": _read_svhn, "digits": _read_digits}
+
+
+# -- prepare --------------------------------------------------------------------------------
+
+
+def _stratified_order(y: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """A seeded permutation whose every prefix and every run holds the classes in proportion.
+
+    Each sample's key is (its rank within its class in a random order + 0.5) / class size;
+    sorting by key interleaves the classes evenly.
+    """
+    perm = torch.randperm(len(y), generator=g)
+    yp = y[perm]
+    counts = torch.bincount(yp)
+    by_class = torch.argsort(yp, stable=True)
+    rank = torch.empty_like(perm)
+    rank[by_class] = torch.arange(len(y)) - (torch.cumsum(counts, 0) - counts)[yp[by_class]]
+    return perm[torch.argsort((rank.double() + 0.5) / counts[yp], stable=True)]
+
+
+def _mean_std(x: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0,1] units, exact: from a histogram of the 256 values."""
+    v = torch.arange(256, dtype=torch.float64)
+    mean, std = [], []
+    for c in range(x.shape[1]):
+        h = torch.bincount(x[:, c].reshape(-1), minlength=256).double()
+        m = (h * v).sum() / h.sum()
+        mean.append(float(m / 255))
+        std.append(float(((h * v * v).sum() / h.sum() - m * m).clamp_min(0).sqrt() / 255))
+    return mean, std
+
+
+def prepare(name: str, raw, out, *, train_size=None, val_size=None, test_size=None, seed: int = 0) -> dict:
+    ds, raw = DATASETS[name], Path(raw)
+    payloads = {}
+    for f, check in ds.files.items():
+        if not (raw / f).is_file():
+            raise UserError(f"{raw / f}: missing; run `python -m nonlinear_advantage download {name} --out {raw}`")
+        try:
+            payloads[f] = _payload(raw / f, check)
+        except SourceError as exc:
+            raise UserError(f"{exc}\nRun `python -m nonlinear_advantage download {name} --out {raw}` again.") from None
+    x, y, tx, ty, classes = READERS[ds.reader](payloads, ds)
+    del payloads
+    if x.shape[1:] != ds.shape or (tx is not None and tx.shape[1:] != ds.shape):
+        raise UserError(f"{raw}: images have shape {tuple(x.shape[1:])}, expected {ds.shape}")
+
+    g = torch.Generator().manual_seed(seed)
+    order = _stratified_order(y, g)
+    n_val = ds.val_size if val_size is None else val_size
+    if tx is None:  # one pool: the test set is carved out of it as well
+        n_test = test_size or ds.test_size
+        test_sel, order, tx, ty = order[:n_test], order[n_test:], x, y
+    else:
+        n_test = test_size or len(ty)
+        if n_test > len(ty):
+            raise UserError(f"--test-size {n_test}: {name} has only {len(ty)} test images")
+        test_sel = _stratified_order(ty, g)[:n_test]
+    if n_val + (train_size or 1) > len(order):
+        asked = f"--val-size {n_val}" + (f" + --train-size {train_size}" if train_size else " and a training set")
+        raise UserError(f"{asked}: {name} has only {len(order)} images left for them")
+    val_sel, train_sel = order[:n_val], order[n_val:][:train_size]
+
+    def take(x, y, sel):  # sorted, so the file keeps the source's order; indexing copies
+        sel = sel.sort().values
+        return x[sel].contiguous(), y[sel].contiguous()
+
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = (
+        take(x, y, train_sel), take(x, y, val_sel), take(tx, ty, test_sel))
+    mean, std = _mean_std(train_x)
+    source = (raw / "SOURCE").read_text().strip() if (raw / "SOURCE").is_file() else f"files in {raw}"
+    prepared = dict(name=name, train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, test_x=test_x,
+                    test_y=test_y, classes=list(classes), mean=mean, std=std, source=source, seed=seed)
+    io.torch_save(prepared, out)  # byte-deterministic: preparing twice gives the same file
+    print(f"{name}: train {len(train_y)}, val {len(val_y)}, test {len(test_y)} images of {ds.shape}"
+          f" -> {out}")
+    return prepared
+
+
+# -- the trainer's side ------------------------------------------------------------------------
+
+SPLITS = ("train", "val", "test")
+
+
+def load_prepared(path) -> dict:
+    """Load a ``prepare`` output (weights_only) and check its format; UserError names the file."""
+    path = Path(path)
+    hint = "write it with `python -m nonlinear_advantage prepare DATASET --raw ... --out ...`"
+    if not path.is_file():
+        raise UserError(f"{path}: prepared dataset not found; {hint}")
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # zip, pickle and unsafe-type errors alike
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: not a readable prepared dataset ({first}); {hint}") from None
+
+    def bad(why):
+        return UserError(f"{path}: not a prepared dataset: {why}; {hint}")
+
+    if not isinstance(d, dict):
+        raise bad(f"holds a {type(d).__name__}, not a dict")
+    keys = {f"{s}_{v}" for s in SPLITS for v in "xy"} | {"name", "classes", "mean", "std", "source", "seed"}
+    if missing := sorted(keys - d.keys()):
+        raise bad(f"missing {', '.join(missing)}")
+    channels = None
+    for s in SPLITS:
+        x, y = d[f"{s}_x"], d[f"{s}_y"]
+        if not (isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and x.dim() == 4):
+            raise bad(f"{s}_x must be a uint8 tensor [N,C,H,W]")
+        if not (isinstance(y, torch.Tensor) and y.dtype == torch.int64 and y.shape == (len(x),)):
+            raise bad(f"{s}_y must be an int64 tensor [N] matching {s}_x")
+        if len(y) and not (0 <= int(y.min()) and int(y.max()) < len(d["classes"])):
+            raise bad(f"{s}_y has labels outside 0..{len(d['classes']) - 1}")
+        if channels not in (None, x.shape[1:]):
+            raise bad(f"{s}_x has image shape {tuple(x.shape[1:])}, unlike the other splits")
+        channels = x.shape[1:]
+    if not len(d["mean"]) == len(d["std"]) == channels[0]:
+        raise bad(f"mean/std need one value per channel ({channels[0]})")
+    return d
+
+
+# -- CLI --------------------------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser(
+        "download", help="fetch a dataset's raw files and verify their checksums",
+        description="Sources, in order: --source-dir (or $NLA_DATA_DIR), the offline copy "
+        "(scikit-learn for digits, Debian's dataset-fashion-mnist), the official URLs.")
+    p.add_argument("dataset", choices=DATASETS)
+    p.add_argument("--out", required=True, type=Path, help="raw directory, e.g. data/raw/DATASET")
+    p.add_argument("--source-dir", type=Path, help="a directory holding the raw files (default: $NLA_DATA_DIR)")
+    p.add_argument("--force", action="store_true", help="fetch again even when the raw files verify")
+    p.set_defaults(func=lambda a: download(a.dataset, a.out, a.source_dir, a.force))
+
+    p = subparsers.add_parser("prepare", help="split and pack a dataset into one tensors file")
+    p.add_argument("dataset", choices=DATASETS)
+    p.add_argument("--raw", required=True, type=Path, help="the download's --out")
+    p.add_argument("--out", required=True, type=Path, help="e.g. data/prepared/DATASET.pt")
+    p.add_argument("--train-size", type=_positive, help="subsample the training set (default: all left)")
+    p.add_argument("--val-size", type=_positive, help="carved from the training set (default per dataset)")
+    p.add_argument("--test-size", type=_positive, help="subsample the test set (default per dataset)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_prepare_cmd)
+
+
+def _prepare_cmd(a) -> None:
+    prepare(a.dataset, a.raw, a.out, train_size=a.train_size, val_size=a.val_size, test_size=a.test_size,
+            seed=a.seed)

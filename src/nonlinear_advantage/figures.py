@@ -1,0 +1,295 @@
+"""``figures``: the report's figures from results/summary.csv and the per-run files.
+
+Every figure has one panel per dataset and a fixed file name (:data:`FIGURES`), so the
+pipeline can declare them as outputs. Figures are drawn on bare ``Figure`` objects (the
+Agg canvas, no pyplot state) and written atomically with fixed metadata, so the same
+inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import yaml
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from . import analysis
+from .errors import UserError
+from .io import atomic_path, write_json
+
+# File stem -> what the figure shows (the report and Snakemake's report reuse it).
+FIGURES = {
+    "accuracy_vs_apl": "Test accuracy against effective depth (normalized APL), per dataset.",
+    "core_networks": "Nonlinear channels per layer for each λ of the from-scratch sparse runs.",
+    "core_plateau": "Effective depth and total nonlinear width against λ.",
+    "nonlinear_advantage": "Post-hoc against from-scratch sparsification at matched APL.",
+    "training_curves": "Training curves of a representative subset of runs.",
+}
+METHOD_FILE = "method.json"  # run settings gathered from the runs' config.yaml, for the report
+STYLE = {
+    "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7,
+    "axes.spines.top": False, "axes.spines.right": False, "svg.hashsalt": "nonlinear-advantage",
+    "figure.dpi": 100, "savefig.dpi": 150,
+}
+ARM_COLORS = {"sparse": "C0", "posthoc": "C3", "dense": "k", "baseline": "C2"}
+PDF_METADATA = {"CreationDate": None, "Creator": "nonlinear-advantage"}
+
+
+def _save(fig: Figure, out_dir: Path, stem: str, formats: list[str]) -> list[Path]:
+    paths = []
+    for fmt in formats:
+        path = out_dir / f"{stem}.{fmt}"
+        metadata = PDF_METADATA if fmt == "pdf" else {"Software": "nonlinear-advantage"}
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, metadata=metadata, bbox_inches="tight")
+        paths.append(path)
+    return paths
+
+
+def _grid(n: int, width: float = 3.4, height: float = 2.9, extra: int = 0) -> tuple[Figure, list]:
+    cols = min(3, n + extra)
+    rows = -(-(n + extra) // cols)
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
+    for ax in axes[n + extra:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def run_dir(runs: Path, run: str) -> Path:
+    """The directory of a summary row: ``runs/<run>``, or ``<run>`` itself when it is a path."""
+    for candidate in (runs / run, Path(run)):
+        if candidate.is_dir():
+            return candidate
+    return runs / run
+
+
+def _first_seed(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows.sort_values("seed").groupby("lam", sort=True).head(1).sort_values("lam")
+
+
+# ---------------------------------------------------------------- the figures
+
+
+def accuracy_vs_apl(df: pd.DataFrame, tolerance: float) -> Figure:
+    order = analysis.datasets_by_difficulty(df)
+    fig, axes = _grid(len(order))
+    for ax, dataset in zip(axes, order, strict=False):
+        sub = df[df.dataset == dataset]
+        curve = analysis.arm_curve(sub, "sparse")
+        dense = analysis.dense_accuracy(sub)
+        if dense is not None:
+            ax.axhline(dense, color="k", lw=1, label=f"dense ({100 * dense:.2f}%)")
+            ax.axhspan(dense - tolerance, dense, color="0.9", zorder=0, label=f"tolerance {100 * tolerance:g} pt")
+        ax.plot(curve.apl, curve.acc, "o-", color=ARM_COLORS["sparse"], ms=4, label="sparse (from scratch)")
+        for p in curve.itertuples():
+            ax.annotate(f"λ={p.lam:g}", (p.apl, p.acc), textcoords="offset points", xytext=(3, -9), fontsize=6)
+        base = analysis.baseline_points(sub)
+        for widened, marker, label in ((False, "s", "baseline, own width"), (True, "^", "baseline, widened")):
+            b = base[base.widened == widened]
+            ax.scatter(b.apl, b.acc, marker=marker, color=ARM_COLORS["baseline"], s=22, label=label,
+                       facecolors="none" if widened else ARM_COLORS["baseline"], zorder=3)
+            for p in b.itertuples():
+                ax.annotate(f"d{p.depth}", (p.apl, p.acc), textcoords="offset points", xytext=(3, 3), fontsize=6)
+        onset = analysis.collapse_onset(sub, tolerance)
+        if onset.apl is not None:
+            ax.axvline(onset.apl, color="C1", ls="--", lw=1, label=f"collapse onset (APL {onset.apl:.2f})")
+        ax.set(title=dataset, xlabel="normalized APL", ylabel="test accuracy")
+        ax.legend(loc="lower right")
+    return fig
+
+
+def _heatmap_rows(df: pd.DataFrame, runs: Path) -> tuple[list[float], np.ndarray | None, np.ndarray | None]:
+    """λ values and (nonlinear, width) matrices from the depth.json of each sparse λ."""
+    lams, counts, widths = [], [], []
+    for row in _first_seed(df[df.arm == "sparse"]).itertuples():
+        path = run_dir(runs, row.run) / "depth.json"
+        if not path.is_file():
+            continue
+        layers = sorted(json.loads(path.read_text())["layers"], key=lambda r: r["index"])
+        lams.append(row.lam)
+        counts.append([r["nonlinear"] for r in layers])
+        widths.append([r["width"] for r in layers])
+    if not lams or len({len(c) for c in counts}) != 1:
+        return lams, None, None
+    return lams, np.array(counts, float), np.array(widths, float)
+
+
+def core_networks(df: pd.DataFrame, runs: Path) -> Figure:
+    order = analysis.datasets_by_difficulty(df)
+    fig, axes = _grid(len(order), width=4.6, height=2.6)
+    image = None
+    for ax, dataset in zip(axes, order, strict=False):
+        lams, counts, widths = _heatmap_rows(df[df.dataset == dataset], runs)
+        ax.set_title(dataset)
+        if counts is None:
+            ax.text(0.5, 0.5, "no depth.json for the sparse runs", ha="center", va="center",
+                    transform=ax.transAxes)
+            continue
+        image = ax.imshow(counts / widths, aspect="auto", cmap="viridis", vmin=0, vmax=1,
+                          interpolation="nearest")
+        if counts.size <= 300:  # the counts themselves, where they fit
+            for (i, j), n in np.ndenumerate(counts):
+                ax.text(j, i, f"{n:.0f}", ha="center", va="center", fontsize=5,
+                        color="w" if n / widths[i, j] < 0.6 else "k")
+        ax.set_yticks(range(len(lams)), [f"{lam:g}" for lam in lams])
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(xlabel="activation layer index", ylabel="λ")
+    if image is not None:
+        fig.colorbar(image, ax=axes, label="nonlinear channels / width", shrink=0.8)
+    return fig
+
+
+def core_plateau(df: pd.DataFrame, th: analysis.Thresholds) -> Figure:
+    fig = Figure(figsize=(7.2, 2.9), layout="constrained")
+    ax_apl, ax_width = fig.subplots(1, 2)
+    for k, dataset in enumerate(analysis.datasets_by_difficulty(df)):
+        sub = df[df.dataset == dataset]
+        curve = analysis.arm_curve(sub, "sparse")
+        curve = curve[curve.lam > 0]
+        color = f"C{k}"
+        ax_apl.plot(curve.lam, curve.apl, "o-", color=color, ms=4, label=dataset)
+        ax_width.plot(curve.lam, curve.width, "o-", color=color, ms=4, label=dataset)
+        plateau = analysis.core_plateau(sub, th)
+        if plateau.found:
+            for ax in (ax_apl, ax_width):
+                ax.axvspan(plateau.lam_lo, plateau.lam_hi, color=color, alpha=0.12, lw=0)
+        full_apl = analysis.dense_apl(sub)
+        if full_apl is not None:
+            ax_apl.axhline(full_apl, color=color, lw=0.8, ls=":")
+    ax_apl.set(xscale="log", xlabel="λ", ylabel="normalized APL (effective depth)",
+               title="effective depth (dotted: dense)")
+    ax_width.set(xscale="log", xlabel="λ", ylabel="nonlinear channels", title="total nonlinear width")
+    ax_apl.legend()
+    return fig
+
+
+def nonlinear_advantage(df: pd.DataFrame) -> Figure:
+    order = analysis.datasets_by_difficulty(df)
+    fig, axes = _grid(len(order), extra=1)
+    gaps = []
+    for ax, dataset in zip(axes, order, strict=False):
+        sub = df[df.dataset == dataset]
+        for arm, label in (("sparse", "from scratch"), ("posthoc", "post-hoc")):
+            curve = analysis.arm_curve(sub, arm).sort_values("apl")
+            ax.plot(curve.apl, curve.acc, "o-", ms=4, color=ARM_COLORS[arm], label=label)
+        gap = analysis.matched_apl_gap(sub)
+        if gap.mean_gap is not None:
+            ax.fill_between(gap.apl, gap.scratch, gap.posthoc, color=ARM_COLORS["posthoc"], alpha=0.15,
+                            lw=0, label=f"gap, mean {100 * gap.mean_gap:+.2f} pt")
+        gaps.append((dataset, analysis.dense_error(sub), gap.mean_gap))
+        ax.set(title=dataset, xlabel="normalized APL", ylabel="test accuracy")
+        ax.legend(loc="lower right")
+    ax = axes[len(order)]
+    ranked = [g for g in gaps if g[1] is not None and g[2] is not None]
+    ax.bar(range(len(ranked)), [100 * g[2] for g in ranked], color=ARM_COLORS["posthoc"])
+    ax.set_xticks(range(len(ranked)), [f"{d}\n(err {100 * e:.1f}%)" for d, e, _ in ranked])
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set(title="mean gap, by dense test error", ylabel="post-hoc − scratch (pt)")
+    return fig
+
+
+def _representatives(sub: pd.DataFrame) -> list[tuple[str, pd.Series]]:
+    """Dense, sparse at the smallest, middle and largest λ, post-hoc at the middle λ."""
+    picks = []
+    dense = sub[sub.arm == "dense"].sort_values("seed")
+    if len(dense):
+        picks.append(("dense", dense.iloc[0]))
+    for arm in ("sparse", "posthoc"):
+        rows = _first_seed(sub[sub.arm == arm])
+        if rows.empty:
+            continue
+        chosen = [len(rows) // 2] if arm == "posthoc" else sorted({0, len(rows) // 2, len(rows) - 1})
+        picks += [(f"{arm} λ={rows.iloc[i].lam:g}", rows.iloc[i]) for i in chosen]
+    return picks
+
+
+def training_curves(df: pd.DataFrame, runs: Path) -> Figure:
+    order = analysis.datasets_by_difficulty(df)
+    fig = Figure(figsize=(3.4 * len(order), 5.2), layout="constrained")
+    axes = fig.subplots(2, len(order), squeeze=False)
+    for col, dataset in enumerate(order):
+        ax_acc, ax_nl = axes[0, col], axes[1, col]
+        for k, (label, row) in enumerate(_representatives(df[df.dataset == dataset])):
+            path = run_dir(runs, row.run) / "history.csv"
+            if not path.is_file():
+                continue
+            h = pd.read_csv(path)
+            acc = "val_acc" if "val_acc" in h else "test_acc"
+            style = dict(color="k" if label == "dense" else f"C{k}", lw=1.2, label=label)
+            if acc in h:
+                ax_acc.plot(h.epoch, h[acc], **style)
+            if {"nonlinear_channels", "total_channels"} <= set(h.columns):
+                ax_nl.plot(h.epoch, h.nonlinear_channels / h.total_channels, **style)
+        ax_acc.set(title=dataset, xlabel="epoch", ylabel="validation accuracy")
+        ax_nl.set(xlabel="epoch", ylabel="nonlinear fraction of channels", ylim=(-0.02, 1.02))
+        ax_acc.legend(loc="lower right")
+    return fig
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def method_settings(df: pd.DataFrame, runs: Path) -> dict:
+    """The method choices the runs used, read from their config.yaml (values seen, sorted)."""
+    seen: dict[str, set] = {"proximal": set(), "slope_init": set(), "eps": set(), "epochs": set()}
+    for run in df.run:
+        path = run_dir(runs, run) / "config.yaml"
+        if not path.is_file():
+            continue
+        config = yaml.safe_load(path.read_text()) or {}
+        model = config.get("model") or {}
+        if model.get("activation", "prelu") == "prelu":
+            seen["slope_init"].add(model.get("slope_init"))
+        for key in ("proximal", "eps", "epochs"):
+            seen[key].add(config.get(key))
+    return {k: sorted((v for v in values if v is not None), key=str) for k, values in seen.items()}
+
+
+def make_figures(summary: Path, runs: Path, out: Path, th: analysis.Thresholds,
+                 formats: tuple[str, ...] = ("png",)) -> list[Path]:
+    df = analysis.load_summary(summary)
+    if not runs.is_dir():
+        raise UserError(f"runs directory not found: {runs}")
+    drawings = {
+        "accuracy_vs_apl": lambda: accuracy_vs_apl(df, th.tolerance),
+        "core_networks": lambda: core_networks(df, runs),
+        "core_plateau": lambda: core_plateau(df, th),
+        "nonlinear_advantage": lambda: nonlinear_advantage(df),
+        "training_curves": lambda: training_curves(df, runs),
+    }
+    written = []
+    with matplotlib.rc_context(STYLE):
+        for stem in FIGURES:
+            written += _save(drawings[stem](), out, stem, list(formats))
+    write_json(out / METHOD_FILE, method_settings(df, runs))
+    return written
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("figures", help="draw the report's figures from summary.csv and the runs")
+    p.add_argument("--summary", type=Path, required=True, help="results/summary.csv")
+    p.add_argument("--runs", type=Path, required=True, help="the runs/ directory")
+    p.add_argument("--out", type=Path, required=True, help="directory for the figures")
+    p.add_argument("--tolerance", type=float, default=analysis.Thresholds.tolerance,
+                   help="collapse onset: accuracy within this of dense (fraction; default %(default)s)")
+    p.add_argument("--formats", default="png", help="comma-separated: png, pdf, svg (default %(default)s)")
+    p.add_argument("--params", type=Path, help="params.yaml (accepted for the pipeline; unused here)")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    bad = [f for f in formats if f not in ("png", "pdf", "svg")]
+    if bad:
+        raise UserError(f"--formats: unknown format(s) {', '.join(bad)}")
+    paths = make_figures(args.summary, args.runs, args.out, analysis.Thresholds(tolerance=args.tolerance),
+                         formats)
+    print(f"wrote {len(paths)} figures to {args.out}")
+    return 0

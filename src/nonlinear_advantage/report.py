@@ -1,0 +1,375 @@
+"""``report``: the PDF report, built with reportlab from summary.csv and the figures.
+
+Byte-reproducible: reportlab's invariant mode plus ``SOURCE_DATE_EPOCH`` (the commit time of
+HEAD unless already set) fix every timestamp and the document ID, so building twice from the
+same inputs gives the same bytes. Text uses DejaVu Sans, which matplotlib ships, so λ and
+other symbols render without any system font.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import matplotlib
+import pandas as pd
+import yaml
+from reportlab.lib import colors
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
+from reportlab.lib.units import cm
+from reportlab.lib.utils import ImageReader
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.platypus import (
+    Image,
+    KeepTogether,
+    PageBreak,
+    Paragraph,
+    SimpleDocTemplate,
+    Spacer,
+    Table,
+    TableStyle,
+)
+
+from . import analysis, figures
+from .errors import UserError
+from .io import atomic_path
+
+PROJECT = "nonlinear-advantage"
+STUDY = ("Mehmeti-Göpel and Disselhoff, “Nonlinear Advantage: Trained Networks Might Not Be As Complex "
+         "as You Think” (ICML 2023; arXiv 2211.17180, v1 “Average Path Length: Sparsification of "
+         "Nonlinearities Creates Surprisingly Shallow Networks”)")
+PENALTY = "λ · mean<sub>c</sub> |1 − a<sub>c</sub>| over all PReLU channels; no weight decay on slopes"
+APL_DEFINITION = (
+    "Average path length: the expected number of nonlinear channels on an input-to-output path. "
+    "Normalized APL (used throughout) is a random walk that splits evenly at every fork and picks a "
+    "channel uniformly within a layer: APL = Σ<sub>l</sub> P(l)·n<sub>l</sub>/w<sub>l</sub>. "
+    "Unnormalized APL weights every channel-level path equally. A channel is nonlinear when "
+    "|1 − a<sub>c</sub>| &gt; eps."
+)
+SECTIONS = ("Findings", "Accuracy against APL", "Core networks", "Nonlinear advantage",
+            "Training curves", "Tables")
+FONT, BOLD = "DejaVuSans", "DejaVuSans-Bold"
+
+
+# ---------------------------------------------------------------- provenance
+
+
+def _git(*args: str, cwd: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip()
+
+
+def source_date_epoch(fallback: Path) -> int:
+    """SOURCE_DATE_EPOCH if set, else the commit time of HEAD, else ``fallback``'s mtime."""
+    if os.environ.get("SOURCE_DATE_EPOCH", "").strip():
+        return int(os.environ["SOURCE_DATE_EPOCH"])
+    committed = _git("log", "-1", "--format=%ct")
+    return int(committed) if committed else int(fallback.stat().st_mtime)
+
+
+def git_revision() -> str:
+    head = _git("rev-parse", "--short=12", "HEAD")
+    if head is None:
+        return "not a git checkout"
+    return head + (" (with uncommitted changes)" if _git("status", "--porcelain", "--untracked-files=no")
+                   else "")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str):
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
+
+
+def _find_key(tree, key: str) -> list:
+    """Every value stored under ``key`` anywhere in a nested params mapping."""
+    found = []
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            found += [v] if k == key and not isinstance(v, dict | list) else _find_key(v, key)
+    elif isinstance(tree, list):
+        for v in tree:
+            found += _find_key(v, key)
+    return found
+
+
+# ---------------------------------------------------------------- styles and helpers
+
+
+def _styles() -> dict[str, ParagraphStyle]:
+    font_dir = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    for name, file in ((FONT, "DejaVuSans.ttf"), (BOLD, "DejaVuSans-Bold.ttf")):
+        if name not in pdfmetrics.getRegisteredFontNames():
+            pdfmetrics.registerFont(TTFont(name, str(font_dir / file)))
+    pdfmetrics.registerFontFamily(FONT, normal=FONT, bold=BOLD, italic=FONT, boldItalic=BOLD)
+    base = getSampleStyleSheet()
+    s = {name: ParagraphStyle(name, parent=base[name], fontName=FONT)
+         for name in ("Normal", "BodyText", "Italic")}
+    for name in ("Title", "Heading1", "Heading2", "Heading3"):
+        s[name] = ParagraphStyle(name, parent=base[name], fontName=BOLD)
+    s["Small"] = ParagraphStyle("Small", parent=s["BodyText"], fontSize=8, leading=10)
+    s["Caption"] = ParagraphStyle("Caption", parent=s["Small"], textColor=colors.HexColor("#333333"))
+    s["Bullet"] = ParagraphStyle("Bullet", parent=s["Small"], leftIndent=12, bulletIndent=2)
+    s["SubBullet"] = ParagraphStyle("SubBullet", parent=s["Small"], leftIndent=24)
+    return s
+
+
+def _table(rows: list[list], widths=None, header: bool = True, font_size: float = 7) -> Table:
+    table = Table(rows, colWidths=widths, repeatRows=1 if header else 0, hAlign="LEFT")
+    style = [
+        ("FONT", (0, 0), (-1, -1), FONT, font_size),
+        ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        ("LINEBELOW", (0, -1), (-1, -1), 0.5, colors.grey),
+        ("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
+    ]
+    if header:
+        style += [("FONT", (0, 0), (-1, 0), BOLD, font_size),
+                  ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8e8e8")),
+                  ("LINEBELOW", (0, 0), (-1, 0), 0.5, colors.grey)]
+    table.setStyle(TableStyle(style))
+    return table
+
+
+def _figure(path: Path, max_width: float, max_height: float = 16 * cm) -> Image:
+    w, h = ImageReader(str(path)).getSize()
+    scale = min(max_width / w, max_height / h)
+    return Image(str(path), width=w * scale, height=h * scale)
+
+
+def _pct(x) -> str:
+    return "–" if pd.isna(x) else f"{100 * x:.2f}"
+
+
+# ---------------------------------------------------------------- content
+
+
+def dataset_table(sub: pd.DataFrame) -> pd.DataFrame:
+    """Key numbers of one dataset: one row per configuration, mean (and sd) over seeds."""
+    keys = ["arm", "arch", "depth", "width", "widened", "lam"]
+    g = sub.groupby(keys, sort=False)
+    out = g.agg(seeds=("seed", "size"), acc=("test_acc", "mean"), sd=("test_acc", "std"),
+                apl=("apl_normalized", "mean"), apl_u=("apl_unnormalized", "mean"),
+                nonlinear=("nonlinear_channels", "mean"), total=("total_channels", "mean"),
+                params=("params", "mean")).reset_index()
+    arm_order = {"dense": 0, "sparse": 1, "posthoc": 2, "baseline": 3}
+    out["_order"] = out.arm.map(arm_order).fillna(9)
+    return out.sort_values(["_order", "lam", "depth", "widened"]).drop(columns="_order")
+
+
+def _table_rows(t: pd.DataFrame) -> list[list[str]]:
+    rows = [["arm", "arch", "depth", "width", "λ", "seeds", "test acc %", "sd", "APL", "APL (unnorm.)",
+             "nonlinear / total", "params"]]
+    for r in t.itertuples():
+        arm = r.arm + (" (wide)" if r.arm == "baseline" and r.widened else "")
+        rows.append([arm, r.arch, f"{r.depth}", f"{r.width}", f"{r.lam:g}", f"{r.seeds}", _pct(r.acc),
+                     _pct(r.sd), f"{r.apl:.2f}", f"{r.apl_u:.2f}", f"{r.nonlinear:.0f} / {r.total:.0f}",
+                     f"{r.params:,.0f}"])
+    return rows
+
+
+def _architectures(df: pd.DataFrame) -> str:
+    parts = []
+    for arm in ("dense", "sparse", "posthoc", "baseline"):
+        rows = df[df.arm == arm]
+        if rows.empty:
+            continue
+        kinds = sorted({f"{r.arch}-{r.depth} width {r.width} ({r.activation})" for r in rows.itertuples()})
+        parts.append(f"<b>{arm}</b>: {escape(', '.join(kinds))}")
+    return "<br/>".join(parts)
+
+
+def _method(df: pd.DataFrame, figures_dir: Path, params: dict | None) -> dict[str, str]:
+    settings = {}
+    method_file = figures_dir / figures.METHOD_FILE
+    if method_file.is_file():
+        settings = json.loads(method_file.read_text())
+
+    def seen(key):
+        values = settings.get(key) or (sorted(set(map(str, _find_key(params, key)))) if params else [])
+        return ", ".join(str(v) for v in values) if values else "not recorded"
+
+    eps = ", ".join(f"{e:g}" for e in sorted(df.eps.dropna().unique()))
+    return {"penalty": PENALTY, "eps": eps or "not recorded", "proximal": seen("proximal"),
+            "slope init": seen("slope_init"), "epochs": seen("epochs"), "APL": APL_DEFINITION}
+
+
+def _title_page(df, s, *, revision, date, params_digest, summary_digest, method, th) -> list:
+    datasets = []
+    for d in analysis.datasets_by_difficulty(df):
+        sub = df[df.dataset == d]
+        err = analysis.dense_error(sub)
+        datasets.append(f"{d} ({len(sub)} runs; dense test error "
+                        f"{'n/a' if err is None else f'{100 * err:.2f}%'})")
+    thresholds = (f"collapse tolerance {100 * th.tolerance:g} pt; plateau spread ≤ {th.plateau:.0%} over "
+                  f"≥ {th.plateau_min_points} λ with ≤ {th.core_max_fraction:.0%} of channels nonlinear; "
+                  f"shallow onset ≤ {th.shallow_fraction:.0%} of dense APL; advantage margin "
+                  f"{100 * th.gap_margin:g} pt; vanishing gap ≤ {100 * th.vanish:g} pt")
+    info = [
+        ("Project", PROJECT), ("Study reproduced", escape(STUDY)), ("Git revision", revision),
+        ("Date", date), ("Params digest", params_digest), ("Summary digest", summary_digest),
+        ("Datasets", escape("; ".join(datasets))), ("Architectures", _architectures(df)),
+        ("Penalty", method["penalty"]), ("eps", method["eps"]), ("Proximal step", method["proximal"]),
+        ("Slope init", method["slope init"]), ("Epochs", method["epochs"]), ("APL", method["APL"]),
+        ("Thresholds", escape(thresholds)),
+        ("Matched APL", "post-hoc and from-scratch curves (mean over seeds per λ) linearly interpolated "
+                        "in APL at every APL of either arm inside their common range; no extrapolation."),
+    ]
+    rows = [[Paragraph(f"<b>{k}</b>", s["Small"]), Paragraph(v, s["Small"])] for k, v in info]
+    return [
+        Paragraph(f"{PROJECT}: reproduction report", s["Title"]),
+        Paragraph("Sparsified nonlinearities, average path length and the nonlinear advantage", s["Italic"]),
+        Spacer(1, 0.6 * cm),
+        _table(rows, widths=[3.2 * cm, 13.8 * cm], header=False, font_size=8),
+        PageBreak(),
+    ]
+
+
+def _findings_page(df, s, th) -> list:
+    story = [Paragraph("1. Findings", s["Heading1"]),
+             Paragraph("Each verdict is computed from results/summary.csv against the thresholds on the "
+                       "title page; the numbers that decide it follow.", s["Small"])]
+    for f in analysis.findings(df, th):
+        color = "#1a7f37" if f.verdict == analysis.SUPPORTED else "#b35900"
+        block = [
+            Paragraph(f"Observation {f.number}: {escape(f.title)} — "
+                      f"<font color='{color}'>{escape(f.verdict)}</font>", s["Heading3"]),
+            Paragraph(f"<i>Study:</i> {escape(f.claim)}", s["Small"]),
+            Paragraph(f"<i>Criterion:</i> {escape(f.criterion)}", s["Small"]),
+        ]
+        block += [Paragraph(escape(e.strip()), s["SubBullet"]) if e.startswith("  ")
+                  else Paragraph(escape(e), s["Bullet"], bulletText="–") for e in f.evidence]
+        story += [KeepTogether(block), Spacer(1, 0.2 * cm)]
+    return story + [PageBreak()]
+
+
+def _captions(df: pd.DataFrame, th: analysis.Thresholds) -> dict[str, str]:
+    onsets = []
+    for d in analysis.datasets_by_difficulty(df):
+        o = analysis.collapse_onset(df[df.dataset == d], th.tolerance)
+        onsets.append(f"{d}: {o.reason}" if o.apl is None else f"{d}: APL {o.apl:.2f} (λ {o.lam:g})")
+    gaps = []
+    for d in analysis.datasets_by_difficulty(df):
+        g = analysis.matched_apl_gap(df[df.dataset == d])
+        gaps.append(f"{d}: {g.reason}" if g.mean_gap is None else f"{d}: {100 * g.mean_gap:+.2f} pt")
+    return {
+        "accuracy_vs_apl": "Sparse runs from scratch (one point per λ, mean over seeds) against baselines "
+        "of similar depth (squares: own width; triangles: widened to the full network's parameter count; "
+        "dN = depth). Black line: the dense network; grey band: the tolerance of "
+        f"{100 * th.tolerance:g} pt. Dashed: the collapse onset, the smallest APL such that it and every "
+        f"sparse point of larger APL stay within the tolerance. Onsets: {'; '.join(onsets)}.",
+        "core_networks": "Nonlinear channels per activation layer (numbers) and as a fraction of the "
+        "layer's width (colour), for each λ of the from-scratch sparse runs (first seed), from depth.json.",
+        "core_plateau": "Normalized APL and total nonlinear channels against λ (from-scratch sparse, mean "
+        "over seeds). Shaded: the plateau found by the core-network test (spread ≤ "
+        f"{th.plateau:.0%}); dotted: the dense APL.",
+        "nonlinear_advantage": "Post-hoc (dense net, then sparsified) against from-scratch sparse accuracy. "
+        "Shaded: the gap at matched APL on the interpolation grid. Right: mean gap per dataset, ordered by "
+        f"dense test error. Mean gaps: {'; '.join(gaps)}.",
+        "training_curves": "Validation accuracy and fraction of nonlinear channels per epoch for the dense "
+        "run, sparse runs at the smallest, middle and largest λ, and the post-hoc run at the middle λ.",
+    }
+
+
+def build_story(df: pd.DataFrame, figures_dir: Path, th: analysis.Thresholds, **title) -> list:
+    s = _styles()
+    width = A4[0] - 4 * cm
+    story = _title_page(df, s, th=th, **title) + _findings_page(df, s, th)
+    captions = _captions(df, th)
+    sections = {"Accuracy against APL": ["accuracy_vs_apl"], "Core networks": ["core_networks", "core_plateau"],
+                "Nonlinear advantage": ["nonlinear_advantage"], "Training curves": ["training_curves"]}
+    for number, (section, stems) in enumerate(sections.items(), start=2):
+        story.append(Paragraph(f"{number}. {section}", s["Heading1"]))
+        for stem in stems:
+            story += [_figure(figures_dir / f"{stem}.png", width, 11 * cm), Spacer(1, 0.15 * cm),
+                      Paragraph(f"<b>Figure: {escape(figures.FIGURES[stem])}</b> {escape(captions[stem])}",
+                                s["Caption"]), Spacer(1, 0.4 * cm)]
+        story.append(PageBreak())
+    story.append(Paragraph(f"{len(sections) + 2}. Tables", s["Heading1"]))
+    story.append(Paragraph("Test accuracy in percent (mean and standard deviation over seeds), APLs and "
+                           "nonlinear channels from results/summary.csv.", s["Small"]))
+    for d in analysis.datasets_by_difficulty(df):
+        story += [Paragraph(escape(d), s["Heading2"]), _table(_table_rows(dataset_table(df[df.dataset == d])))]
+    return story
+
+
+def _footer(canvas, doc) -> None:
+    canvas.saveState()
+    canvas.setFont(FONT, 7)
+    canvas.setFillColor(colors.grey)
+    canvas.drawRightString(A4[0] - 2 * cm, 1.2 * cm, f"{PROJECT} report · page {doc.page}")
+    canvas.restoreState()
+
+
+def build_report(summary: Path, figures_dir: Path, out: Path, params: Path | None = None,
+                 th: analysis.Thresholds | None = None) -> Path:
+    th = th or analysis.Thresholds()
+    df = analysis.load_summary(summary)
+    missing = [figures_dir / f"{stem}.png" for stem in figures.FIGURES
+               if not (figures_dir / f"{stem}.png").is_file()]
+    if missing:
+        raise UserError(f"figure not found: {missing[0]} (run the figures stage first)")
+    params_tree, params_digest = None, "no params file given"
+    if params is not None:
+        if not params.is_file():
+            raise UserError(f"params file not found: {params}")
+        params_digest = f"sha256 {sha256(params)} ({params.name})"
+        params_tree = yaml.safe_load(params.read_text())
+    epoch = source_date_epoch(summary)
+    title = dict(
+        revision=git_revision(),
+        date=dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M UTC") + " (SOURCE_DATE_EPOCH)",
+        params_digest=params_digest, summary_digest=f"sha256 {sha256(summary)}",
+        method=_method(df, figures_dir, params_tree),
+    )
+    buffer = io.BytesIO()
+    with _env("SOURCE_DATE_EPOCH", str(epoch)):
+        doc = SimpleDocTemplate(buffer, pagesize=A4, invariant=1, title=f"{PROJECT} report",
+                                author=PROJECT, subject="Reproduction of arXiv 2211.17180", creator=PROJECT,
+                                leftMargin=2 * cm, rightMargin=2 * cm, topMargin=1.8 * cm, bottomMargin=1.8 * cm)
+        doc.build(build_story(df, figures_dir, th, **title), onFirstPage=_footer, onLaterPages=_footer)
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+    return out
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("report", help="build the PDF report from summary.csv and the figures")
+    p.add_argument("--summary", type=Path, required=True, help="results/summary.csv")
+    p.add_argument("--figures", type=Path, required=True, help="the figures stage's output directory")
+    p.add_argument("--out", type=Path, required=True, help="the PDF to write")
+    p.add_argument("--params", type=Path, help="params.yaml: its sha256 goes on the title page")
+    p.add_argument("--tolerance", type=float, default=analysis.Thresholds.tolerance,
+                   help="collapse onset: accuracy within this of dense (fraction; default %(default)s)")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    build_report(args.summary, args.figures, args.out, args.params, analysis.Thresholds(tolerance=args.tolerance))
+    print(f"wrote {args.out} in {time.perf_counter() - start:.1f} s")
+    return 0

@@ -1,0 +1,146 @@
+"""A synthetic but realistic study on disk, in the layout of docs/interfaces.md.
+
+Two datasets (an easy one and a harder one), a ResNet-20 (width 8) trained dense, sparse at
+5 λ and post-hoc at the same 5 λ, and plain ReLU baselines at 3 depths, own width and
+widened. Accuracy decays slowly with APL and then collapses (harder tasks collapse at a
+larger APL); post-hoc runs beat from-scratch ones on the harder task only; the nonlinear
+channels form a core of nearly constant size over the middle of the sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+LAMS = (0.001, 0.003, 0.01, 0.03, 0.1)
+EPOCHS = 6
+# dataset: dense accuracy, chance, collapse scale (APL units), post-hoc advantage, kept fraction per λ
+DATASETS = {
+    "digits": dict(dense=0.975, chance=0.1, scale=0.6, advantage=0.0,
+                   keep=(0.8, 0.3, 0.27, 0.24, 0.08)),
+    "fashion_mnist": dict(dense=0.900, chance=0.1, scale=1.0, advantage=0.4,
+                          keep=(0.9, 0.40, 0.36, 0.33, 0.1)),
+}
+BASELINE_DEPTHS = (3, 4, 6)
+RESNET_PARAMS = 78_042
+
+
+def resnet20_layers(width: int = 8) -> list[dict]:
+    """Activation layers of a CIFAR ResNet-20: stem, then 9 blocks of (act1 P=½, act2 P=1)."""
+    layers = [dict(name="stem.act", width=width, P=1.0)]
+    for stage, w in enumerate((width, 2 * width, 4 * width)):
+        for block in range(3):
+            layers.append(dict(name=f"stage{stage + 1}.{block}.act1", width=w, P=0.5))
+            layers.append(dict(name=f"stage{stage + 1}.{block}.act2", width=w, P=1.0))
+    return layers
+
+
+def _profile(layers: list[dict], keep: float) -> list[dict]:
+    """Keep ``keep`` of the channels, more of them in the first and last layers."""
+    out = []
+    for i, layer in enumerate(layers):
+        edge = 1.0 + 0.6 * math.cos(math.pi * i / (len(layers) - 1)) ** 2
+        n = int(min(layer["width"], round(layer["width"] * keep * edge)))
+        out.append(dict(index=i, name=layer["name"], width=layer["width"], nonlinear=n,
+                        P=layer["P"], contribution=layer["P"] * n / layer["width"]))
+    return out
+
+
+def _accuracy(spec: dict, apl: float, scale: float) -> float:
+    return spec["chance"] + (spec["dense"] - spec["chance"]) * (1 - math.exp(-apl / scale))
+
+
+def _write_run(root: Path, row: dict, layers: list[dict], rng: np.random.Generator) -> None:
+    run_dir = root / row["run"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics = {k: row[k] for k in ("dataset", "arm", "test_acc", "train_acc", "val_acc", "test_loss",
+                                   "penalty", "nonlinear_channels", "total_channels", "apl_normalized",
+                                   "apl_unnormalized", "params", "epochs", "wall_time_s",
+                                   "images_per_s", "lam", "seed")}
+    metrics.update(name=row["run"], train_loss=0.1, val_loss=0.2,
+                   nonlinear_per_layer=[lay["nonlinear"] for lay in layers])
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    depth = {k: row[k] for k in ("apl_normalized", "apl_unnormalized", "eps", "nonlinear_channels",
+                                 "total_channels")}
+    depth["layers"] = layers
+    (run_dir / "depth.json").write_text(json.dumps(depth, indent=2))
+    t = np.arange(1, EPOCHS + 1)
+    rise = 1 - np.exp(-t / 1.5)
+    history = pd.DataFrame({
+        "epoch": t, "lr": 0.1 * np.cos(np.pi * (t - 1) / (2 * EPOCHS)),
+        "train_loss": 2.3 * np.exp(-t / 1.5) + 0.05, "val_loss": 2.3 * np.exp(-t / 1.7) + 0.1,
+        "train_acc": 0.1 + (row["train_acc"] - 0.1) * rise,
+        "val_acc": 0.1 + (row["val_acc"] - 0.1) * rise + rng.normal(0, 0.003, EPOCHS),
+        "penalty": row["penalty"] * (1 + np.exp(-t)),
+        "nonlinear_channels": np.round(row["total_channels"] - (row["total_channels"]
+                                       - row["nonlinear_channels"]) * rise).astype(int),
+        "total_channels": row["total_channels"], "apl_normalized": row["apl_normalized"],
+    })
+    history.to_csv(run_dir / "history.csv", index=False)
+    config = dict(name=row["run"], model=dict(arch=row["arch"], depth=row["depth"], width=row["width"],
+                                              activation=row["activation"], slope_init=0.25),
+                  epochs=EPOCHS, lam=row["lam"], proximal=True, eps=0.0, seed=row["seed"])
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=True))
+
+
+def write_study(root: Path) -> Path:
+    """Write ``root/runs/...`` and ``root/results/summary.csv``; return the summary's path."""
+    rng = np.random.default_rng(0)
+    runs, rows = root / "runs", []
+
+    def add(dataset, arm, tag, arch, depth, width, activation, widened, lam, seed, layers, acc, params):
+        apl = sum(lay["contribution"] for lay in layers)
+        nonlinear = sum(lay["nonlinear"] for lay in layers)
+        row = dict(run=f"{dataset}/{arm}/{tag}", dataset=dataset, arm=arm, arch=arch, depth=depth,
+                   width=width, activation=activation, widened=widened, lam=lam, seed=seed,
+                   params=params, test_acc=round(acc, 4), val_acc=round(acc + 0.004, 4),
+                   train_acc=round(min(1.0, acc + 0.03), 4), test_loss=round(2.5 * (1 - acc), 4),
+                   penalty=round(lam * (1 - nonlinear / sum(x["width"] for x in layers)), 6),
+                   nonlinear_channels=nonlinear, total_channels=sum(x["width"] for x in layers),
+                   apl_normalized=round(apl, 4), apl_unnormalized=round(1.2 * apl, 4), eps=0.0,
+                   epochs=EPOCHS, wall_time_s=round(30 + 10 * rng.random(), 2),
+                   images_per_s=round(5000 + 500 * rng.random(), 1))
+        rows.append(row)
+        _write_run(runs, row, layers, rng)
+
+    full = resnet20_layers()
+    for dataset, spec in DATASETS.items():
+        noise = lambda: rng.normal(0, 0.002)  # noqa: E731
+        for seed in (0, 1):
+            add(dataset, "dense", f"s{seed}", "resnet", 20, 8, "prelu", False, 0.0, seed,
+                _profile(full, 1.0), spec["dense"] + noise(), RESNET_PARAMS)
+        for lam, keep in zip(LAMS, spec["keep"], strict=True):
+            layers = _profile(full, keep)
+            apl = sum(lay["contribution"] for lay in layers)
+            add(dataset, "sparse", f"lam{lam:g}-s0", "resnet", 20, 8, "prelu", False, lam, 0, layers,
+                _accuracy(spec, apl, spec["scale"]) + noise(), RESNET_PARAMS)
+            post = _profile(full, keep * 1.1)
+            post_apl = sum(lay["contribution"] for lay in post)
+            scale = spec["scale"] * (1 - spec["advantage"])
+            add(dataset, "posthoc", f"lam{lam:g}-s0", "resnet", 20, 8, "prelu", False, lam, 0, post,
+                _accuracy(spec, post_apl, scale) + noise(), RESNET_PARAMS)
+        for depth in BASELINE_DEPTHS:
+            for widened, width in ((False, 8), (True, 8 * (12 - depth))):
+                layers = [dict(index=i, name=f"features.{i}.act", width=width, nonlinear=width, P=1.0,
+                               contribution=1.0) for i in range(depth - 1)]
+                handicap = 0.03 if not widened else 0.015  # worse than a sparse net of equal APL
+                acc = _accuracy(spec, depth - 1, 1.6 * spec["scale"]) - handicap + noise()
+                tag = f"plain-d{depth}-{'wide' if widened else 'own'}-s0"
+                params = RESNET_PARAMS if widened else 1_000 * depth * 8
+                add(dataset, "baseline", tag, "plain", depth, width, "relu", widened, 0.0, 0, layers,
+                    acc, params)
+    summary = root / "results" / "summary.csv"
+    summary.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(summary, index=False)
+    return summary
+
+
+if __name__ == "__main__":  # python tests/synthetic_study.py DIR: a demo study to look at
+    import sys
+
+    print(write_study(Path(sys.argv[1])))

@@ -1,0 +1,164 @@
+"""analysis: collapse onset, matched-APL gap, core plateau, baselines and findings on hand-made frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nonlinear_advantage import analysis
+from nonlinear_advantage.analysis import NOT_SUPPORTED, SUPPORTED, Thresholds
+from nonlinear_advantage.errors import UserError
+from synthetic_study import write_study
+
+
+def row(arm, acc, apl, lam=0.0, seed=0, dataset="d", width=100, total=344, **extra):
+    base = dict(run=f"{dataset}/{arm}/{lam}-{seed}-{extra.get('depth', 20)}-{extra.get('widened', False)}",
+                dataset=dataset, arm=arm, arch="resnet", depth=20, width=8, activation="prelu",
+                widened=False, lam=lam, seed=seed, params=1000, test_acc=acc, val_acc=acc, train_acc=acc,
+                test_loss=0.1, penalty=0.0, nonlinear_channels=width, total_channels=total,
+                apl_normalized=apl, apl_unnormalized=apl, eps=0.0, epochs=1, wall_time_s=1.0,
+                images_per_s=1.0)
+    base.update(extra)
+    return base
+
+
+def frame(*rows) -> pd.DataFrame:
+    return pd.DataFrame(list(rows))
+
+
+DENSE = [row("dense", 0.90, 14.5, seed=0), row("dense", 0.92, 14.5, seed=1)]  # mean 0.91
+SPARSE = [row("sparse", 0.915, 10, 0.001), row("sparse", 0.905, 6, 0.01), row("sparse", 0.90, 4, 0.03),
+          row("sparse", 0.80, 2, 0.1)]
+
+
+# ---------------------------------------------------------------- collapse onset
+
+
+def test_onset_is_the_last_point_within_tolerance():
+    onset = analysis.collapse_onset(frame(*DENSE, *SPARSE), tolerance=0.01)
+    assert (onset.apl, onset.lam, onset.acc, onset.collapsed) == (4.0, 0.03, 0.90, True)
+    assert onset.dense_acc == pytest.approx(0.91)
+
+
+def test_onset_ignores_a_recovery_below_a_failure():
+    onset = analysis.collapse_onset(frame(*DENSE, *SPARSE, row("sparse", 0.95, 1, 0.3)), tolerance=0.01)
+    assert onset.apl == 4.0
+
+
+def test_onset_averages_seeds_first():
+    seeds = [row("sparse", 0.89, 4, 0.03, seed=0), row("sparse", 0.91, 4, 0.03, seed=1)]
+    onset = analysis.collapse_onset(frame(*DENSE, *SPARSE[:2], *seeds, SPARSE[3]), tolerance=0.01)
+    assert (onset.apl, onset.acc) == (4.0, pytest.approx(0.90))
+
+
+def test_onset_without_collapse_is_the_smallest_apl_tested():
+    onset = analysis.collapse_onset(frame(*DENSE, *SPARSE[:3]), tolerance=0.01)
+    assert (onset.apl, onset.collapsed) == (4.0, False)
+
+
+@pytest.mark.parametrize("rows, reason", [
+    (SPARSE, "no dense run"),
+    (DENSE, "no sparse runs"),
+    (DENSE + [row("sparse", 0.5, 3, 0.1)], "every sparse run is below dense − tolerance"),
+])
+def test_onset_undefined(rows, reason):
+    onset = analysis.collapse_onset(frame(*rows), tolerance=0.01)
+    assert (onset.apl, onset.reason) == (None, reason)
+
+
+def test_onset_needs_one_dataset():
+    with pytest.raises(ValueError, match="one dataset"):
+        analysis.collapse_onset(frame(*DENSE, row("dense", 0.9, 14, dataset="e")), 0.01)
+
+
+# ---------------------------------------------------------------- matched APL
+
+
+def test_matched_apl_gap_interpolates_on_the_common_range():
+    df = frame(row("posthoc", 0.80, 2, 0.1), row("posthoc", 0.90, 6, 0.01),
+               row("sparse", 0.60, 1, 0.1), row("sparse", 0.80, 4, 0.03), row("sparse", 0.90, 8, 0.01))
+    gap = analysis.matched_apl_gap(df)
+    np.testing.assert_allclose(gap.apl, [2, 4, 6])
+    np.testing.assert_allclose(gap.posthoc, [0.80, 0.85, 0.90])
+    np.testing.assert_allclose(gap.scratch, [0.60 + 0.2 / 3, 0.80, 0.85])
+    assert gap.mean_gap == pytest.approx((0.2 - 0.2 / 3 + 0.05 + 0.05) / 3)
+    assert gap.max_gap == pytest.approx(0.2 - 0.2 / 3)
+
+
+def test_matched_apl_gap_without_overlap_or_arm():
+    disjoint = frame(row("posthoc", 0.8, 9, 0.1), row("sparse", 0.8, 2, 0.1), row("sparse", 0.9, 3, 0.01))
+    assert analysis.matched_apl_gap(disjoint).reason == "the two arms' APL ranges do not overlap"
+    assert analysis.matched_apl_gap(frame(*SPARSE)).reason == "no post-hoc runs"
+
+
+# ---------------------------------------------------------------- core plateau and baselines
+
+
+PLATEAU = [row("sparse", 0.9, 10, 0.001, width=300), row("sparse", 0.9, 5, 0.003, width=120),
+           row("sparse", 0.9, 4.5, 0.01, width=110), row("sparse", 0.9, 4.2, 0.03, width=100),
+           row("sparse", 0.5, 1, 0.1, width=20)]
+
+
+def test_core_plateau_finds_the_middle_of_the_sweep():
+    p = analysis.core_plateau(frame(*PLATEAU))
+    assert (p.found, p.lam_lo, p.lam_hi, p.points, p.apl, p.width) == (True, 0.003, 0.03, 3, 4.5, 110)
+    assert p.fraction == pytest.approx(110 / 344)
+
+
+def test_core_plateau_rejects_a_still_dense_network():
+    dense_ish = [{**r, "total_channels": 200} for r in PLATEAU]  # 110 of 200 channels: not a core
+    assert not analysis.core_plateau(frame(*dense_ish)).found
+    assert not analysis.core_plateau(frame(*PLATEAU), Thresholds(plateau=0.1)).found
+
+
+def test_baselines_compared_at_their_apl():
+    base = [row("baseline", 0.86, 3, depth=4, activation="relu"),
+            row("baseline", 0.95, 5, depth=6, widened=True, activation="relu"),
+            row("baseline", 0.9, 12, depth=14, activation="relu")]
+    out = analysis.baseline_comparison(frame(*SPARSE, *base))
+    assert out.sparse_acc.iloc[0] == pytest.approx(0.85)  # halfway between (2, 0.80) and (4, 0.90)
+    assert out.sparse_acc.iloc[1] == pytest.approx(0.9025)
+    assert np.isnan(out.sparse_acc.iloc[2])  # APL 12 lies beyond the sparse runs: no extrapolation
+    assert out.sparse_wins.tolist() == [False, False, False]
+
+
+# ---------------------------------------------------------------- findings
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> pd.DataFrame:
+    return analysis.load_summary(write_study(tmp_path_factory.mktemp("study")))
+
+
+def test_findings_on_the_synthetic_study(study):
+    verdicts = [f.verdict for f in analysis.findings(study)]
+    assert verdicts == [SUPPORTED, SUPPORTED, SUPPORTED]
+
+
+def test_findings_follow_the_numbers(study):
+    # Post-hoc runs 5 points worse on the harder task: the nonlinear advantage is gone.
+    worse = study.copy()
+    hard = (worse.dataset == "fashion_mnist") & (worse.arm == "posthoc")
+    worse.loc[hard, "test_acc"] -= 0.05
+    assert analysis.finding_nonlinear_advantage(worse, Thresholds()).verdict == NOT_SUPPORTED
+    # Widened baselines 20 points better: sparse networks no longer beat them.
+    strong = study.copy()
+    strong.loc[strong.widened, "test_acc"] += 0.2
+    assert analysis.finding_decay_collapse(strong, Thresholds()).verdict == NOT_SUPPORTED
+
+
+def test_one_dataset_cannot_show_task_dependence(study):
+    one = study[study.dataset == "digits"]
+    core, _, advantage = analysis.findings(one)
+    assert core.verdict == advantage.verdict == NOT_SUPPORTED
+    assert any("two datasets" in e for e in advantage.evidence)
+
+
+def test_load_summary_errors_name_the_file(tmp_path):
+    missing = tmp_path / "summary.csv"
+    with pytest.raises(UserError, match=str(missing)):
+        analysis.load_summary(missing)
+    frame(*DENSE).drop(columns=["apl_normalized"]).to_csv(missing, index=False)
+    with pytest.raises(UserError, match="missing columns apl_normalized"):
+        analysis.load_summary(missing)

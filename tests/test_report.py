@@ -1,0 +1,101 @@
+"""figures + report on the synthetic study: reproducible bytes, readable text, pages with ink."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nonlinear_advantage import analysis, cli, figures, report
+from nonlinear_advantage.errors import UserError
+from synthetic_study import write_study
+
+needs_poppler = pytest.mark.skipif(shutil.which("pdftotext") is None or shutil.which("pdftoppm") is None,
+                                   reason="poppler-utils (pdftotext, pdftoppm) is not installed")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    summary = write_study(root)
+    fig_dir = root / "reports" / "figures"
+    assert cli.main(["figures", "--summary", str(summary), "--runs", str(root / "runs"),
+                     "--out", str(fig_dir)]) == 0
+    params = root / "params.yaml"
+    params.write_text("lam: [0.001, 0.1]\nproximal: true\n")
+    pdfs = []
+    for name in ("a.pdf", "b.pdf"):
+        start = time.perf_counter()
+        pdfs.append(report.build_report(summary, fig_dir, root / name, params))
+        build_s = time.perf_counter() - start
+    return dict(root=root, summary=summary, figures=fig_dir, pdfs=pdfs, params=params, build_s=build_s)
+
+
+def test_figures_written(built):
+    for stem in figures.FIGURES:
+        assert (built["figures"] / f"{stem}.png").stat().st_size > 10_000
+
+
+def test_figures_are_deterministic(built, tmp_path):
+    again = tmp_path / "figures"
+    figures.make_figures(built["summary"], built["root"] / "runs", again, analysis.Thresholds(),
+                         formats=("png", "pdf"))
+    for stem in figures.FIGURES:
+        assert (again / f"{stem}.png").read_bytes() == (built["figures"] / f"{stem}.png").read_bytes()
+
+
+def test_pdf_is_byte_identical(built):
+    a, b = built["pdfs"]
+    assert a.read_bytes() == b.read_bytes()
+    assert built["build_s"] < 10
+
+
+def _text(pdf) -> str:
+    return subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+
+
+@needs_poppler
+def test_pdf_text_matches_summary(built):
+    text = _text(built["pdfs"][0])
+    for section in report.SECTIONS:
+        assert section in text
+    for observation in ("Core networks", "Slow decay, then collapse", "Nonlinear advantage"):
+        assert f"{observation} — supported" in text or f"{observation} — not supported by this run" in text
+    assert report.sha256(built["params"]) in text
+    df = analysis.load_summary(built["summary"])
+    for _, sub in df.groupby("dataset"):
+        assert f"{100 * sub[sub.arm == 'dense'].test_acc.mean():.2f}" in text
+        for r in sub[sub.arm == "sparse"].itertuples():  # one seed each: the table shows the row itself
+            assert f"{100 * r.test_acc:.2f}" in text and f"{r.apl_normalized:.2f}" in text
+        onset = analysis.collapse_onset(sub, analysis.Thresholds().tolerance)
+        assert f"onset at APL {onset.apl:.2f}" in text
+
+
+@needs_poppler
+def test_pages_are_not_blank(built, tmp_path):
+    subprocess.run(["pdftoppm", "-r", "30", "-gray", "-png", str(built["pdfs"][0]), str(tmp_path / "page")],
+                   check=True)
+    pages = sorted(tmp_path.glob("page*.png"))
+    assert len(pages) >= 6
+    for page in pages:
+        pixels = np.asarray(Image.open(page), dtype=float)
+        assert pixels.std() > 5, f"{page.name} looks blank"
+
+
+def test_missing_summary_is_a_user_error(built, tmp_path, capsys):
+    missing = tmp_path / "nope" / "summary.csv"
+    with pytest.raises(UserError, match=str(missing)):
+        report.build_report(missing, built["figures"], tmp_path / "r.pdf")
+    assert cli.main(["report", "--summary", str(missing), "--figures", str(built["figures"]),
+                     "--out", str(tmp_path / "r.pdf")]) == 2
+    assert str(missing) in capsys.readouterr().err
+    assert not (tmp_path / "r.pdf").exists()
+
+
+def test_missing_figure_is_a_user_error(built, tmp_path):
+    with pytest.raises(UserError, match="accuracy_vs_apl.png"):
+        report.build_report(built["summary"], tmp_path, tmp_path / "r.pdf")
