@@ -14,7 +14,7 @@ import yaml
 
 from nonlinear_advantage import cli
 from nonlinear_advantage.errors import UserError
-from nonlinear_advantage.trainer import augment, load_checkpoint, lr_at, train, validate_config
+from nonlinear_advantage.trainer import augment, draw_augmentation, load_checkpoint, lr_at, train, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -201,13 +201,13 @@ def test_missing_config_file_is_named(tmp_path, capsys):
 def test_augment_flips_and_crops_per_sample():
     x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4)
     gen = torch.Generator().manual_seed(0)
-    out = augment(x, flip=True, crop=1, gen=gen)
+    out = augment(x, draw_augmentation(2, flip=True, crop=1, gen=gen, device="cpu"), crop=1)
     assert out.shape == x.shape
     padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
     for i in range(2):  # every output is a 4x4 window of the padded (possibly flipped) input
         windows = [p[:, r:r + 4, c:c + 4] for p in (padded[i], padded[i].flip(2)) for r in range(3) for c in range(3)]
         assert any(torch.equal(out[i], w) for w in windows)
-    assert torch.equal(augment(x, flip=False, crop=0, gen=gen), x)
+    assert torch.equal(augment(x, draw_augmentation(2, flip=False, crop=0, gen=gen, device="cpu"), crop=0), x)
 
 
 def test_lr_schedule_warms_up_then_decays():

@@ -190,22 +190,27 @@ def load_splits(path: str, device: torch.device) -> tuple[dict[str, Split], dict
     return splits, info
 
 
-def augment(x: torch.Tensor, flip: bool, crop: int, gen: torch.Generator) -> torch.Tensor:
-    """Random horizontal flip and padded crop, batched on x's device (random draws on CPU)."""
-    n = x.shape[0]
+def draw_augmentation(n: int, flip: bool, crop: int, gen: torch.Generator, device) -> dict:
+    """One epoch's random flips and crop offsets, drawn on the CPU (deterministic) and moved once."""
+    draws = {}
     if flip:
-        mask = (torch.rand(n, generator=gen) < 0.5).to(x.device).view(-1, 1, 1, 1)
-        x = torch.where(mask, x.flip(3), x)
+        draws["flip"] = (torch.rand(n, generator=gen) < 0.5).to(device)
     if crop:
-        h, w = x.shape[2:]
+        draws["shift"] = torch.randint(0, 2 * crop + 1, (n, 2), generator=gen).to(device)
+    return draws
+
+
+def augment(x: torch.Tensor, draws: dict, crop: int) -> torch.Tensor:
+    """Flip and padded crop per sample, batched on x's device; ``draws`` is indexed like x."""
+    if "flip" in draws:
+        x = torch.where(draws["flip"].view(-1, 1, 1, 1), x.flip(3), x)
+    if "shift" in draws:
+        n, c, h, w = x.shape
         padded = F.pad(x, (crop,) * 4)
-        dy = torch.randint(0, 2 * crop + 1, (n,), generator=gen).to(x.device)
-        dx = torch.randint(0, 2 * crop + 1, (n,), generator=gen).to(x.device)
-        rows = (dy.view(-1, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1)
-        cols = (dx.view(-1, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w)
+        rows = (draws["shift"][:, :1] + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+        cols = (draws["shift"][:, 1:] + torch.arange(w, device=x.device)).view(n, 1, 1, w)
         batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
-        chans = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
-        x = padded[batch, chans, rows, cols]
+        x = padded[batch, torch.arange(c, device=x.device).view(1, c, 1, 1), rows, cols]
     return x
 
 
@@ -352,13 +357,15 @@ def train(config: dict, out_dir: str | os.PathLike, *, progress: bool = True) ->
         t0 = time.perf_counter()
         model.train()
         order = torch.randperm(n_train, generator=gen).to(device)
+        draws = draw_augmentation(n_train, cfg["augment"]["flip"], cfg["augment"]["crop"], gen, device)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         for i in range(steps_per_epoch):
             idx = order[i * batch_size:(i + 1) * batch_size]
             x, y = train_set.x[idx], train_set.y[idx]
-            if cfg["augment"]["flip"] or cfg["augment"]["crop"]:
-                x = augment(x, cfg["augment"]["flip"], cfg["augment"]["crop"], gen)
+            if draws:
+                x = augment(x, {k: v[i * batch_size:(i + 1) * batch_size] for k, v in draws.items()},
+                            cfg["augment"]["crop"])
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             lr = lr_at(cfg, step, total_steps, steps_per_epoch)

@@ -1,0 +1,98 @@
+"""Trainer throughput against a bare training loop, measured in one run.
+
+The bare loop is forward, backward and step on a batch already in memory: the ceiling
+for this model and batch. The trainer adds batch indexing, the lr schedule, the proximal
+step and the loss bookkeeping. Target on the CPU: ratio >= 0.9 (issue 3).
+
+    python benchmarks/bench_trainer.py --data data/prepared/fashion_mnist.pt
+    python benchmarks/bench_trainer.py --data ... --settings   # fp32 vs bf16 / channels_last / compile
+
+Without --data a random 28x28 dataset is generated. Speed depends on OMP_NUM_THREADS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from nonlinear_advantage.models import build_model
+from nonlinear_advantage.prelu import parameter_groups
+from nonlinear_advantage.trainer import train
+
+
+def random_dataset(path: Path, n: int) -> Path:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen)
+    y = torch.randint(0, 10, (n,), generator=gen)
+    small = slice(0, 64)
+    torch.save(dict(name="random", train_x=x, train_y=y, val_x=x[small], val_y=y[small], test_x=x[small],
+                    test_y=y[small], classes=[str(i) for i in range(10)], mean=[0.5], std=[0.29], source="bench",
+                    seed=0), path)
+    return path
+
+
+def bare_loop(model_cfg: dict, batch: int, steps: int, in_channels: int, size: int) -> float:
+    torch.manual_seed(0)
+    model = build_model(**model_cfg, in_channels=in_channels, num_classes=10).train()
+    opt = torch.optim.SGD(parameter_groups(model, 5e-4), lr=0.05, momentum=0.9, nesterov=True)
+    x, y = torch.randn(batch, in_channels, size, size), torch.randint(0, 10, (batch,))
+    for i in range(steps + 2):
+        if i == 2:  # two warm-up steps
+            t0 = time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def trainer_run(data: Path, model_cfg: dict, batch: int, epochs: int, out: Path, **extra) -> dict:
+    cfg = dict(name="bench", data=str(data), model=model_cfg, epochs=epochs, batch_size=batch, lam=10.0,
+               device="cpu", **extra)
+    return train(cfg, out, progress=False)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="a prepared dataset (default: random 28x28)")
+    parser.add_argument("--depth", type=int, default=20)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--settings", action="store_true", help="also compare bf16, channels_last, compile")
+    args = parser.parse_args()
+    model_cfg = dict(arch="resnet", depth=args.depth, width=args.width)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data = args.data or random_dataset(tmp / "random.pt", 4096)
+        sample = torch.load(data, weights_only=True)
+        n_train, shape = len(sample["train_y"]), tuple(sample["train_x"].shape[1:])
+        print(f"ResNet-{args.depth} width {args.width}, batch {args.batch}, {n_train} images of {shape}, "
+              f"{torch.get_num_threads()} threads")
+        steps = min(n_train // args.batch, 40)
+        bare = bare_loop(model_cfg, args.batch, steps, shape[0], shape[1])
+        ours = trainer_run(data, model_cfg, args.batch, args.epochs, tmp / "fp32")
+        print(f"bare loop      {bare:9.0f} images/s")
+        print(f"trainer        {ours['images_per_s']:9.0f} images/s   ratio {ours['images_per_s'] / bare:.3f} "
+              f"(target >= 0.9)   test acc {ours['test_acc']:.4f}")
+        if args.settings:
+            for label, extra in [("bf16 autocast", dict(precision="bf16")),
+                                 ("channels_last", dict(channels_last=True)),
+                                 ("bf16+chlast", dict(precision="bf16", channels_last=True)),
+                                 ("torch.compile", dict(compile=True))]:
+                try:
+                    m = trainer_run(data, model_cfg, args.batch, args.epochs, tmp / label, **extra)
+                except Exception as exc:  # a backend that does not work here is a finding, not a crash
+                    print(f"{label:14s} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}")
+                    continue
+                print(f"{label:14s} {m['images_per_s']:9.0f} images/s   x{m['images_per_s'] / ours['images_per_s']:.2f} "
+                      f"vs fp32   test acc {m['test_acc']:.4f} ({100 * (m['test_acc'] - ours['test_acc']):+.2f} pts)")
+
+
+if __name__ == "__main__":
+    main()
