@@ -298,7 +298,9 @@ def train(config: dict, out_dir: str | os.PathLike, *, progress: bool = True) ->
     device = resolve_device(cfg["device"])
     on_cuda = device.type == "cuda"
     use_bf16 = cfg["precision"] == "bf16" or (cfg["precision"] == "auto" and on_cuda)
-    channels_last = cfg["channels_last"] is True or (cfg["channels_last"] == "auto" and on_cuda)
+    # channels_last is on by default everywhere: oneDNN convs on the CPU run ~2x faster in it
+    # (benchmarks/bench_trainer.py --settings), at the same accuracy.
+    channels_last = cfg["channels_last"] in (True, "auto")
     use_compile = cfg["compile"] is True or (cfg["compile"] == "auto" and on_cuda)
 
     def autocast():
