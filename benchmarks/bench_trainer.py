@@ -96,8 +96,10 @@ def main():
                 except Exception as exc:  # a backend that does not work here is a finding, not a crash
                     print(f"{label:14s} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}")
                     continue
-                print(f"{label:14s} {m['images_per_s']:9.0f} images/s   x{m['images_per_s'] / ours['images_per_s']:.2f} "
-                      f"vs default   test acc {m['test_acc']:.4f} ({100 * (m['test_acc'] - ours['test_acc']):+.2f} pts)")
+                speedup = m["images_per_s"] / ours["images_per_s"]
+                delta = 100 * (m["test_acc"] - ours["test_acc"])
+                print(f"{label:14s} {m['images_per_s']:9.0f} images/s   x{speedup:.2f} vs default   "
+                      f"test acc {m['test_acc']:.4f} ({delta:+.2f} pts)")
 
 
 if __name__ == "__main__":
