@@ -63,3 +63,19 @@ def test_widen_to_match_reaches_the_target_parameter_count():
     wide = parameter_count(build_model("resnet", depth=8, width=width, in_channels=1, num_classes=10))
     narrower = parameter_count(build_model("resnet", depth=8, width=width - 1, in_channels=1, num_classes=10))
     assert width > 8 and narrower < full <= wide
+
+
+def test_cli_help_lists_every_stage_and_a_command_loads_only_its_module():
+    import subprocess
+    import sys
+
+    from nonlinear_advantage.cli import COMMAND_MODULE, STAGE_MODULES
+
+    assert set(COMMAND_MODULE.values()) == set(STAGE_MODULES)
+    out = subprocess.run([sys.executable, "-m", "nonlinear_advantage", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    assert all(command in out for command in COMMAND_MODULE)
+    probe = ("import sys; from nonlinear_advantage import cli; cli.build_parser(('trainer',)); "
+             "print('matplotlib' in sys.modules, 'reportlab' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.split() == ["False", "False"]

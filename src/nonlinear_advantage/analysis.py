@@ -21,17 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .aggregate import SUMMARY_COLUMNS
 from .errors import UserError
 
 APL = "apl_normalized"
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported by this run"
-SUMMARY_COLUMNS = (
-    "run", "dataset", "arm", "arch", "depth", "width", "activation", "widened", "lam", "seed",
-    "params", "test_acc", "val_acc", "train_acc", "test_loss", "penalty", "nonlinear_channels",
-    "total_channels", "apl_normalized", "apl_unnormalized", "eps", "epochs", "wall_time_s",
-    "images_per_s",
-)
 # Float comparisons against a tolerance: 0.95 - 0.01 must still admit 0.94.
 _SLACK = 1e-12
 

@@ -1,7 +1,8 @@
 """``python -m nonlinear_advantage COMMAND``: one subcommand per pipeline stage.
 
 Each stage module exposes ``add_cli(subparsers)``; it registers its command and sets
-``func``. Modules are imported here so that ``--help`` lists every command that exists.
+``func``. A command imports only its own module (a training job need not load matplotlib
+and reportlab: every one of the study's jobs pays the import); ``--help`` imports them all.
 A :class:`UserError` ends the run with its message and exit code 2, never a traceback.
 """
 
@@ -15,15 +16,17 @@ from .errors import UserError
 
 # Module per stage, in pipeline order; each defines add_cli(subparsers).
 STAGE_MODULES = ("data", "trainer", "measure", "plan", "aggregate", "figures", "report")
+COMMAND_MODULE = {"download": "data", "prepare": "data", "train": "trainer", "measure": "measure",
+                  "validate-params": "plan", "aggregate": "aggregate", "figures": "figures", "report": "report"}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules=STAGE_MODULES) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m nonlinear_advantage",
         description="Sparsified PReLU networks and their average path length: the pipeline's stages.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in STAGE_MODULES:
+    for name in modules:
         try:
             module = importlib.import_module(f".{name}", __package__)
         except ModuleNotFoundError as exc:
@@ -35,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    first = next((a for a in argv if not a.startswith("-")), None)
+    modules = (COMMAND_MODULE[first],) if first in COMMAND_MODULE else STAGE_MODULES
+    args = build_parser(modules).parse_args(argv)
     try:
         return args.func(args) or 0
     except UserError as exc:

@@ -1,0 +1,50 @@
+"""The study as a Snakemake workflow: download -> train -> measure -> aggregate -> figures -> report.
+
+Thin on purpose: the rules live in workflow/rules/, and every rule calls one command of
+the package, exactly as dvc.yaml does. Parameters come from params.yaml, or from the one
+file given with --configfile (config/paper.yaml); it is checked against the schema.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+# The rules' jobs run `python -m nonlinear_advantage`; make this checkout's package importable
+# for them too (a conda env from workflow/envs/ holds the dependencies, not the package).
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.getenv("PYTHONPATH")]))
+)
+
+from nonlinear_advantage import plan
+
+# The trainer and aggregate read the params file themselves, so they must see what Snakemake
+# sees: one whole file, never a merge of two (no configfile: directive) nor --config edits.
+PARAMS_FILE = plan.params_file(workflow.overwrite_configfiles)
+if not config:
+    config.update(plan.read_params(PARAMS_FILE))
+plan.check_same_as_file(config, PARAMS_FILE)
+# Ours first: its message names the key (sweep.lambdas[2]: ...).
+plan.validate(config, source=PARAMS_FILE)
+validate(config, str(plan.SCHEMA_PATH))
+
+RUNS = plan.run_ids(config)
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/measure.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/summary.csv",
+        "reports/figures",
+        "reports/report.pdf",

@@ -1,0 +1,112 @@
+"""``aggregate``: every run's metrics, config and depth into ``results/summary.csv``.
+
+One row per run (columns: docs/interfaces.md), plus ``results/curves.csv``: every run's
+history.csv stacked, with the run's identity in front; DVC declares it as a plot.
+Rows come in a fixed order (dataset, arm, depth, width kind, λ, seed), so the same runs
+always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _stringio
+import json
+from pathlib import Path
+
+import yaml
+
+from . import io, plan
+from .errors import UserError
+
+SUMMARY_COLUMNS = (
+    "run", "dataset", "arm", "arch", "depth", "width", "activation", "widened", "lam", "seed",
+    "params", "test_acc", "val_acc", "train_acc", "test_loss", "penalty", "nonlinear_channels",
+    "total_channels", "apl_normalized", "apl_unnormalized", "eps", "epochs",
+)  # fmt: skip
+# No timings here (they stay in each metrics.json): the same runs give the same summary bytes
+# wherever they ran, so a cluster run can be checked against a local one.
+CURVE_KEYS = ("run", "dataset", "arm", "lam", "seed")
+FROM_METRICS = ("params", "test_acc", "val_acc", "train_acc", "test_loss", "penalty", "epochs")
+FROM_DEPTH = ("nonlinear_channels", "total_channels", "apl_normalized", "apl_unnormalized", "eps")
+
+
+def _read(run_dir: Path, name: str):
+    path = run_dir / name
+    try:
+        text = path.read_text()
+        return yaml.safe_load(text) if name.endswith(".yaml") else json.loads(text)
+    except FileNotFoundError:
+        raise UserError(f"run {run_dir}: {name} is missing (has it been trained and measured?)") from None
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise UserError(f"run {run_dir}: {name} cannot be read: {exc}") from None
+
+
+def summary_row(run_dir: Path) -> dict:
+    metrics, config, depth = (_read(run_dir, n) for n in ("metrics.json", "config.yaml", "depth.json"))
+    model, name = config["model"], config["name"]
+    missing = [k for k in FROM_METRICS if k not in metrics] + [k for k in FROM_DEPTH if k not in depth]
+    if missing:
+        raise UserError(f"run {name}: missing keys {', '.join(missing)} in metrics.json/depth.json")
+    dataset, arm, tag = name.split("/")
+    row = {
+        "run": name, "dataset": dataset, "arm": arm,
+        "arch": model["arch"], "depth": model["depth"], "width": model["width"], "activation": model["activation"],
+        "widened": arm == "baseline" and "-wide-" in tag, "lam": config["lam"], "seed": config["seed"],
+    }  # fmt: skip
+    row |= {k: metrics[k] for k in FROM_METRICS} | {k: depth[k] for k in FROM_DEPTH}
+    return {k: row[k] for k in SUMMARY_COLUMNS}
+
+
+def _order(row: dict):
+    arm = plan.ARMS.index(row["arm"])
+    return (row["dataset"], arm, row["depth"], row["widened"], row["lam"], row["seed"], row["run"])
+
+
+def curve_rows(run_dir: Path, row: dict) -> list[dict]:
+    path = run_dir / "history.csv"
+    if not path.exists():
+        raise UserError(f"run {row['run']}: history.csv is missing")
+    with path.open(newline="") as f:
+        return [{k: row[k] for k in CURVE_KEYS} | r for r in csv.DictReader(f)]
+
+
+def _csv_text(rows: list[dict], columns) -> str:
+    out = _stringio.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n", restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def aggregate(run_dirs, out, curves=None) -> list[dict]:
+    """Write the summary (and the stacked curves); return the summary rows."""
+    pairs = sorted(((summary_row(Path(d)), Path(d)) for d in run_dirs), key=lambda p: _order(p[0]))
+    if not pairs:
+        raise UserError("aggregate: no runs given")
+    rows = [row for row, _ in pairs]
+    io.write_text(out, _csv_text(rows, SUMMARY_COLUMNS))
+    if curves:
+        history = [r for row, d in pairs for r in curve_rows(d, row)]
+        columns = list(dict.fromkeys(k for r in history for k in r))  # union, first-seen order
+        io.write_text(curves, _csv_text(history, columns))
+    return rows
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("aggregate", help="one row per run into results/summary.csv")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories; with --params, the runs root")
+    p.add_argument("--out", required=True, help="summary CSV, e.g. results/summary.csv")
+    p.add_argument("--curves", help="also stack every run's history.csv here, e.g. results/curves.csv")
+    p.add_argument("--params", help="read exactly the runs these params plan, from under the one RUN_DIR given")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args) -> int:
+    run_dirs = args.runs
+    if args.params:
+        if len(run_dirs) != 1:
+            raise UserError("with --params, give one directory: the root the runs live under (runs)")
+        run_dirs = [plan.run_dir(r, root=run_dirs[0]) for r in plan.run_ids(plan.load_params(args.params))]
+    rows = aggregate(run_dirs, args.out, args.curves)
+    print(f"aggregate: {len(rows)} runs -> {args.out}" + (f", {args.curves}" if args.curves else ""))
+    return 0

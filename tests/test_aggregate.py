@@ -1,0 +1,73 @@
+"""aggregate: one row per run in a fixed order, the stacked curves, clear errors."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from nonlinear_advantage import aggregate
+from nonlinear_advantage.errors import UserError
+
+
+def make_run(root, name, lam=0.0, width=4, activation="prelu"):
+    run = root / name
+    run.mkdir(parents=True)
+    depth = int(name.split("/d")[1].split("-")[0]) if "/baseline/" in name else 14
+    model = {"arch": "resnet", "depth": depth, "width": width, "activation": activation, "slope_init": 0.25}
+    (run / "config.yaml").write_text(yaml.safe_dump({"name": name, "model": model, "lam": lam, "seed": 0}))
+    metrics = {k: 1.0 for k in aggregate.FROM_METRICS} | {"params": 1000, "epochs": 1, "test_acc": 0.5 + lam}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    depth_json = {"nonlinear_channels": 3, "total_channels": 8, "apl_normalized": 2.5,
+                  "apl_unnormalized": 4.0, "eps": 0.0, "layers": []}
+    (run / "depth.json").write_text(json.dumps(depth_json))
+    (run / "history.csv").write_text("epoch,lr,test_acc\n1,0.1,0.4\n2,0.05,0.5\n")
+    return run
+
+
+def test_rows_in_fixed_order_whatever_the_argument_order(tmp_path):
+    names = ["digits/sparse/lam0.1-s0", "digits/dense/s0", "digits/sparse/lam0.01-s0",
+             "digits/baseline/d8-wide-s0", "digits/baseline/d8-own-s0", "digits/posthoc/lam0.01-s0"]
+    dirs = [make_run(tmp_path / "runs", n, lam=float(n.split("lam")[1].split("-")[0]) if "lam" in n else 0.0,
+                     activation="relu" if "baseline" in n else "prelu") for n in names]
+    out, curves = tmp_path / "results" / "summary.csv", tmp_path / "results" / "curves.csv"
+    aggregate.aggregate(dirs, out, curves)
+    first = out.read_bytes()
+    aggregate.aggregate(dirs[::-1], out, curves)
+    assert out.read_bytes() == first
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == list(aggregate.SUMMARY_COLUMNS)
+    assert [r["run"] for r in rows] == [
+        "digits/baseline/d8-own-s0", "digits/baseline/d8-wide-s0", "digits/dense/s0",
+        "digits/sparse/lam0.01-s0", "digits/sparse/lam0.1-s0", "digits/posthoc/lam0.01-s0"]
+    assert [r["widened"] for r in rows[:2]] == ["False", "True"]
+    assert rows[4]["apl_normalized"] == "2.5" and rows[4]["lam"] == "0.1"
+    history = list(csv.DictReader(curves.open()))
+    assert len(history) == 2 * len(names)
+    assert list(history[0]) == ["run", "dataset", "arm", "lam", "seed", "epoch", "lr", "test_acc"]
+
+
+def test_a_missing_file_names_the_run(tmp_path):
+    run = make_run(tmp_path, "digits/dense/s0")
+    (run / "depth.json").unlink()
+    with pytest.raises(UserError, match="digits/dense/s0: depth.json is missing"):
+        aggregate.aggregate([run], tmp_path / "summary.csv")
+    assert not (tmp_path / "summary.csv").exists()
+
+
+def test_cli_with_params_reads_the_planned_runs(tmp_path):
+    params = yaml.safe_load(open("tests/fixtures/tiny_params.yaml"))
+    params["sweep"]["lambdas"] = [0.1]
+    params["baseline"] = {"depths": [8], "widths": ["own"]}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for name in ("digits/baseline/d8-own-s0", "digits/dense/s0", "digits/sparse/lam0.1-s0",
+                 "digits/posthoc/lam0.1-s0", "digits/sparse/lam0.5-s0"):  # the last: a stale run
+        make_run(tmp_path / "runs", name)
+    cmd = [sys.executable, "-m", "nonlinear_advantage", "aggregate", "--params", "params.yaml",
+           "--out", "results/summary.csv", "--curves", "results/curves.csv", "runs"]
+    subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
+    rows = list(csv.DictReader((tmp_path / "results" / "summary.csv").open()))
+    assert [r["run"] for r in rows] == ["digits/baseline/d8-own-s0", "digits/dense/s0",
+                                        "digits/sparse/lam0.1-s0", "digits/posthoc/lam0.1-s0"]

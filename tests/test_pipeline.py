@@ -1,0 +1,258 @@
+"""The pipeline: Snakemake and DVC run the tiny study in a temporary copy of the repository.
+
+One Snakemake run of tests/fixtures/tiny_params.yaml is shared by the module (it costs about
+two minutes on 2 cores); tests that edit params.yaml put it back. DVC runs the same study
+from scratch in a second copy.
+"""
+
+import csv
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from nonlinear_advantage import plan
+from nonlinear_advantage.aggregate import SUMMARY_COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TINY = ROOT / "tests" / "fixtures" / "tiny_params.yaml"
+ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+
+
+def sh(cwd, *args, check=True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True)
+    if check and proc.returncode:
+        tail = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{tail}")
+    return proc
+
+
+def copy_repo(dest: Path, params=TINY) -> Path:
+    """The files git would see (tracked or not ignored), with ``params`` as params.yaml."""
+    files = sh(ROOT, "git", "ls-files", "-z", "--cached", "--others", "--exclude-standard").stdout
+    for name in filter(None, files.split("\0")):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    shutil.copy(params, dest / "params.yaml")
+    return dest
+
+
+def git_dvc_init(repo: Path) -> None:
+    sh(repo, "git", "init", "-q")
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "init")
+    sh(repo, "dvc", "init", "-q")
+
+
+def snakemake(repo, *args, check=True):
+    return sh(repo, "snakemake", "--cores", "2", *args, check=check)
+
+
+def planned_jobs(repo, *args) -> Counter:
+    """Rule name -> count of the jobs a dry run would execute."""
+    out = snakemake(repo, "-n", *args).stdout
+    return Counter(re.findall(r"^(?:local)?rule (\w+):", out, re.M))
+
+
+def read_summary(repo) -> list[dict]:
+    with open(repo / "results" / "summary.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """The tiny study, run once by Snakemake."""
+    repo = copy_repo(tmp_path_factory.mktemp("snakemake"))
+    snakemake(repo)
+    return repo
+
+
+# ---- static checks: no training ----------------------------------------------------------
+
+
+def test_lint_is_clean():
+    proc = sh(ROOT, "snakemake", "--lint")
+    out = proc.stdout + proc.stderr
+    assert "Congratulations, your workflow is in a good condition!" in out, out
+
+
+def test_snakefmt_is_clean():
+    sh(ROOT, "snakefmt", "--check", ".")
+
+
+def snakemake_dag(repo) -> Counter:
+    """(rule, command, outputs) of every job of a dry run from nothing."""
+    out = snakemake(repo, "-n", "--printshellcmds").stdout
+    jobs, job = [], None
+    for line in out.splitlines():
+        if m := re.match(r"(?:local)?rule (\w+):$", line):
+            job = {"rule": m[1], "outputs": ()}
+            jobs.append(job)
+        elif job and (m := re.match(r"    output: (.*)", line)):
+            job["outputs"] = tuple(sorted(m[1].split(", ")))
+        elif job and line.startswith("Shell command: "):
+            # The log redirection is Snakemake's own; DVC shows the output on the terminal.
+            job["cmd"] = re.sub(r" > logs/\S+ 2>&1$", "", line.removeprefix("Shell command: "))
+    return Counter((j["rule"], j.get("cmd"), j["outputs"]) for j in jobs if j["rule"] != "all")
+
+
+def dvc_dag(repo) -> Counter:
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc:
+        stages = list(dvc.index.stages)
+        rows = Counter()
+        for stage in stages:
+            rule = re.sub(r"^measure_\w+", "measure", stage.name.split("@")[0])  # one DVC stage per arm
+            outputs = tuple(sorted(str(Path(o.fs_path).relative_to(repo)) for o in stage.outs))
+            rows[(rule, " ".join(stage.cmd.split()), outputs)] += 1
+    return rows
+
+
+@pytest.mark.parametrize("params", ["params.yaml", "tests/fixtures/tiny_params.yaml"])
+def test_snakemake_and_dvc_have_the_same_dag(tmp_path, params):
+    repo = copy_repo(tmp_path, ROOT / params)
+    git_dvc_init(repo)
+    smk, dvc = snakemake_dag(repo), dvc_dag(repo)
+    assert smk == dvc
+    assert len(smk) == len(plan.run_ids(plan.load_params(repo / "params.yaml"))) * 2 + 2 * len(
+        plan.load_params(repo / "params.yaml")["datasets"]) + 3
+
+
+def test_bad_params_stop_snakemake_before_anything_runs(tmp_path):
+    repo = copy_repo(tmp_path)
+    text = (repo / "params.yaml").read_text().replace("lambdas: [0.01, 0.1]", "lambdas: [0.01, -0.1]")
+    (repo / "params.yaml").write_text(text)
+    proc = snakemake(repo, "-n", check=False)
+    assert proc.returncode != 0
+    assert "sweep.lambdas[1]" in proc.stdout + proc.stderr and "minimum of 0" in proc.stdout + proc.stderr
+    proc = sh(repo, sys.executable, "-m", "nonlinear_advantage", "train", "--params", "params.yaml",
+              "--run", "digits/dense/s0", "--out", "runs/x", check=False)  # what each DVC stage runs
+    assert proc.returncode == 2 and "sweep.lambdas[1]" in proc.stderr
+    assert not (repo / "runs").exists() and not (repo / "data").exists()
+
+
+def test_config_edits_on_the_command_line_are_refused(tmp_path):
+    repo = copy_repo(tmp_path)
+    proc = snakemake(repo, "-n", "--config", "data_seed=3", check=False)
+    assert proc.returncode != 0 and "differs from params.yaml" in proc.stdout + proc.stderr
+
+
+def test_configfile_selects_the_paper_study(tmp_path):
+    repo = copy_repo(tmp_path)
+    jobs = planned_jobs(repo, "--configfile", "config/paper.yaml")
+    paper = plan.load_params(ROOT / "config" / "paper.yaml")
+    assert jobs["train_sparse"] == len(plan.run_ids(paper, arms=("sparse",)))
+    assert jobs["download"] == 3  # cifar10, cifar100, fashion_mnist: no merge with params.yaml's digits
+    out = snakemake(repo, "-n", "--printshellcmds", "--configfile", "config/paper.yaml").stdout
+    assert "train --params config/paper.yaml --run cifar100/sparse/lam0.01-s2" in out
+
+
+# ---- the tiny study under Snakemake --------------------------------------------------------
+
+
+def test_summary(study):
+    rows = read_summary(study)
+    params = plan.load_params(study / "params.yaml")
+    assert list(rows[0]) == list(SUMMARY_COLUMNS)
+    assert [r["run"] for r in rows] == plan.run_ids(params)
+    assert Counter(r["arm"] for r in rows) == {"baseline": 4, "dense": 1, "sparse": 2, "posthoc": 2}
+    for r in rows:
+        # A path meets at most one activation per layer: depth - 1 of them in a ResNet.
+        activations = int(r["depth"]) - 1
+        for key in ("apl_normalized", "apl_unnormalized"):
+            assert 0 <= float(r[key]) <= activations + 1e-9, (r["run"], key, r[key])
+        assert 0 <= int(r["nonlinear_channels"]) <= int(r["total_channels"])
+        assert 0 <= float(r["test_acc"]) <= 1
+        if r["arm"] == "baseline":  # ReLUs are nonlinear everywhere
+            assert r["nonlinear_channels"] == r["total_channels"]
+    wide = {r["run"]: int(r["params"]) for r in rows if r["widened"] == "True"}
+    dense = next(int(r["params"]) for r in rows if r["arm"] == "dense")
+    assert wide and all(n >= dense for n in wide.values())
+    assert (study / "results" / "curves.csv").read_text().startswith("run,dataset,arm,lam,seed,epoch")
+    assert (study / "reports" / "report.pdf").stat().st_size > 0
+
+
+def test_nothing_to_do_after_a_full_run(study):
+    out = snakemake(study, "-n").stdout
+    assert "Nothing to be done" in out, out[-2000:]
+
+
+def test_one_changed_lambda_reruns_exactly_its_jobs(study):
+    original = (study / "params.yaml").read_text()
+    try:
+        (study / "params.yaml").write_text(original.replace("lambdas: [0.01, 0.1]", "lambdas: [0.01, 0.2]"))
+        jobs = planned_jobs(study, "--printshellcmds")
+        assert jobs == {"train_sparse": 1, "train_posthoc": 1, "measure": 2, "aggregate": 1,
+                        "figures": 1, "report": 1, "all": 1}
+        out = snakemake(study, "-n", "--printshellcmds").stdout
+        assert "--run digits/sparse/lam0.2-s0" in out and "--run digits/posthoc/lam0.2-s0" in out
+    finally:
+        (study / "params.yaml").write_text(original)
+    assert "Nothing to be done" in snakemake(study, "-n").stdout
+
+
+def test_a_changed_run_config_reruns_only_those_runs(study):
+    """Snakemake's params trigger: post-hoc epochs reach only the post-hoc runs' configs."""
+    original = (study / "params.yaml").read_text()
+    try:
+        (study / "params.yaml").write_text(original.replace("posthoc: {epochs: 1", "posthoc: {epochs: 2"))
+        assert planned_jobs(study) == {"train_posthoc": 2, "measure": 2, "aggregate": 1, "figures": 1,
+                                       "report": 1, "all": 1}
+    finally:
+        (study / "params.yaml").write_text(original)
+
+
+def test_dvc_checkout_does_not_make_snakemake_rerun(study):
+    """dvc checkout rewrites outputs with fresh file times, in no particular order."""
+    git_dvc_init(study)
+    sh(study, "dvc", "commit", "--force", "--quiet")  # record Snakemake's outputs in dvc.lock
+    assert "up to date" in sh(study, "dvc", "status").stdout
+    for path in ("data/prepared", "runs", "results", "reports/figures", "reports/report.pdf"):
+        shutil.rmtree(study / path) if (study / path).is_dir() else (study / path).unlink()
+    sh(study, "dvc", "checkout", "--quiet")
+    assert (study / "results" / "summary.csv").exists()
+    assert "Nothing to be done" in snakemake(study, "-n").stdout
+    # The worst order: every stage's outputs older than its inputs.
+    stages = ["data/raw", "data/prepared", "runs/**/c*", "runs/**/[mh]*", "runs/**/depth.json", "results", "reports"]
+    now = time.time()
+    for age, pattern in enumerate(stages):
+        for path in [*study.glob(pattern), *study.glob(f"{pattern}/**/*")]:
+            os.utime(path, (now - 60 * age, now - 60 * age))
+    assert "Nothing to be done" in snakemake(study, "-n").stdout
+    # What the profile's checksums prevent: Snakemake's default of 1 MB leaves checkpoints to file times.
+    assert "Nothing to be done" not in snakemake(study, "-n", "--max-checksum-file-size", "0").stdout
+
+
+# ---- the tiny study under DVC -------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_the_study_and_then_is_up_to_date(tmp_path, study):
+    repo = copy_repo(tmp_path)
+    git_dvc_init(repo)
+    sh(repo, "dvc", "repro", "--quiet")
+    rows = read_summary(repo)
+    assert list(rows[0]) == list(SUMMARY_COLUMNS) and len(rows) == 9
+    for r in rows:
+        assert 0 <= float(r["apl_normalized"]) <= int(r["depth"]) - 1
+    assert [r["run"] for r in rows] == [r["run"] for r in read_summary(study)]
+    again = sh(repo, "dvc", "repro")
+    assert "Running stage" not in again.stdout and "up to date" in again.stdout
+    assert "Data and pipelines are up to date" in sh(repo, "dvc", "status").stdout
+    assert "digits/dense/s0/metrics.json" in sh(repo, "dvc", "metrics", "show").stdout
+    sh(repo, "dvc", "plots", "show", "--out", str(tmp_path / "plots"))
+    # `dvc exp run -S` on one λ: exactly its stages rerun, then the ones that read all runs.
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "tiny study")
+    out = sh(repo, "dvc", "exp", "run", "-S", "sweep.lambdas=[0.01,0.2]").stdout
+    assert set(re.findall(r"Running stage '([^']+)'", out)) == {
+        "train_sparse@digits-0.2-0", "train_posthoc@digits-0.2-0", "measure_sparse@digits-0.2-0",
+        "measure_posthoc@digits-0.2-0", "aggregate", "figures", "report"}, out

@@ -1,0 +1,56 @@
+rule aggregate:
+    input:
+        expand("runs/{run}/{file}", run=RUNS, file=plan.TRAIN_FILES + ("depth.json",)),
+    output:
+        summary="results/summary.csv",
+        curves="results/curves.csv",
+    log:
+        "logs/aggregate.log",
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        params_file=PARAMS_FILE,
+    shell:
+        "python -m nonlinear_advantage aggregate --params {params.params_file} --out {output.summary}"
+        " --curves {output.curves} runs > {log} 2>&1"
+
+
+rule figures:
+    input:
+        "results/summary.csv",
+        "results/curves.csv",
+        expand("runs/{run}/{file}", run=RUNS, file=("history.csv", "depth.json")),
+    output:
+        directory("reports/figures"),
+    log:
+        "logs/figures.log",
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        "python -m nonlinear_advantage figures --summary results/summary.csv --runs runs --out {output} > {log} 2>&1"
+
+
+rule report:
+    input:
+        summary="results/summary.csv",
+        figures=ancient("reports/figures"),  # a directory: see rule prepare
+    output:
+        "reports/report.pdf",
+    log:
+        "logs/report.log",
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        params_file=PARAMS_FILE,
+    shell:
+        "python -m nonlinear_advantage report --summary {input.summary} --figures {input.figures}"
+        " --params {params.params_file} --out {output} > {log} 2>&1"
