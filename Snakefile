@@ -36,6 +36,10 @@ validate(config, str(plan.SCHEMA_PATH))
 RUNS = plan.run_ids(config)
 
 
+# `snakemake --report report.html`: the figures and the PDF, with their captions.
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/measure.smk"

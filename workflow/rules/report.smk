@@ -24,7 +24,12 @@ rule figures:
         "results/curves.csv",
         expand("runs/{run}/{file}", run=RUNS, file=("history.csv", "depth.json")),
     output:
-        directory("reports/figures"),
+        report(
+            directory("reports/figures"),
+            patterns=["{name}.png"],
+            caption="../report/figures.rst",
+            category="Figures",
+        ),
     log:
         "logs/figures.log",
     conda:
@@ -41,7 +46,7 @@ rule report:
         summary="results/summary.csv",
         figures=ancient("reports/figures"),  # a directory: see rule prepare
     output:
-        "reports/report.pdf",
+        report("reports/report.pdf", caption="../report/report.rst", category="Report"),
     log:
         "logs/report.log",
     conda:
