@@ -9,7 +9,6 @@ import csv
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -19,36 +18,14 @@ import pytest
 
 from nonlinear_advantage import plan
 from nonlinear_advantage.aggregate import SUMMARY_COLUMNS
-
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-TINY = ROOT / "tests" / "fixtures" / "tiny_params.yaml"
-ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-
-
-def sh(cwd, *args, check=True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True)
-    if check and proc.returncode:
-        tail = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{tail}")
-    return proc
-
-
-def copy_repo(dest: Path, params=TINY) -> Path:
-    """The files git would see (tracked or not ignored), with ``params`` as params.yaml."""
-    files = sh(ROOT, "git", "ls-files", "-z", "--cached", "--others", "--exclude-standard").stdout
-    for name in filter(None, files.split("\0")):
-        if (ROOT / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
-    shutil.copy(params, dest / "params.yaml")
-    return dest
+from repo_copy import ROOT, copy_repo, sh
 
 
 def git_dvc_init(repo: Path) -> None:
     sh(repo, "git", "init", "-q")
     sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "init")
-    sh(repo, "dvc", "init", "-q")
+    if not (repo / ".dvc" / "config").exists():  # the repository ships .dvc/ already
+        sh(repo, "dvc", "init", "-q")
 
 
 def snakemake(repo, *args, check=True):
@@ -68,9 +45,14 @@ def read_summary(repo) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """The tiny study, run once by Snakemake."""
+    """The tiny study, run once by Snakemake. Its report is kept as reports/report.pdf of this
+    checkout when there is none yet (so CI, on a clean clone, keeps the tiny study's PDF)."""
     repo = copy_repo(tmp_path_factory.mktemp("snakemake"))
     snakemake(repo)
+    kept = ROOT / "reports" / "report.pdf"
+    if not kept.exists():
+        kept.parent.mkdir(exist_ok=True)
+        shutil.copy(repo / "reports" / "report.pdf", kept)
     return repo
 
 
@@ -156,6 +138,13 @@ def test_configfile_selects_the_paper_study(tmp_path):
 
 
 # ---- the tiny study under Snakemake --------------------------------------------------------
+
+
+def test_snakemake_html_report_holds_the_figures_and_the_pdf(study):
+    snakemake(study, "--report", "report.html")
+    html = (study / "report.html").read_text(errors="replace")
+    for name in ("accuracy_vs_apl.png", "core_networks.png", "nonlinear_advantage.png", "report.pdf"):
+        assert name in html
 
 
 def test_summary(study):
