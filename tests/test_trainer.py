@@ -217,3 +217,10 @@ def test_lr_schedule_warms_up_then_decays():
     lrs = [lr_at(cfg, s, 100, 10) for s in range(100)]
     assert lrs[0] < lrs[5] < lrs[9] <= 1.0 and max(lrs) == pytest.approx(1.0, abs=0.1)
     assert lrs[-1] < 0.01 and all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+
+
+def test_gpu_settings_run_on_the_cpu_too(toy_data, tmp_path):
+    """bf16 autocast and NCHW, the CUDA path's switches, exercised where CI can run them."""
+    metrics = train(config(toy_data, epochs=1, precision="bf16", channels_last=False), tmp_path, progress=False)
+    assert 0.0 <= metrics["test_acc"] <= 1.0 and metrics["train_loss"] == metrics["train_loss"]
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["model"]["fc.weight"].dtype == torch.float32
