@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -224,3 +225,49 @@ def test_gpu_settings_run_on_the_cpu_too(toy_data, tmp_path):
     metrics = train(config(toy_data, epochs=1, precision="bf16", channels_last=False), tmp_path, progress=False)
     assert 0.0 <= metrics["test_acc"] <= 1.0 and metrics["train_loss"] == metrics["train_loss"]
     assert load_checkpoint(tmp_path / "checkpoint.pt")["model"]["fc.weight"].dtype == torch.float32
+
+
+def test_killed_after_the_last_checkpoint_restores_every_output(toy_data, tmp_path):
+    """The window between the last epoch's checkpoint and metrics.json: outputs deleted by
+    Snakemake, only .resume.pt left. The rerun must not lose the trained weights."""
+    cfg = config(toy_data, epochs=2)
+    done = train(cfg, tmp_path / "done", progress=False)
+    run = tmp_path / "killed"
+    run.mkdir()
+    shutil.copy(tmp_path / "done" / "checkpoint.pt", run / ".resume.pt")  # as the link holds it
+    metrics = train(cfg, run, progress=False)
+    assert {p.name for p in run.iterdir()} == {"checkpoint.pt", "metrics.json", "history.csv", "config.yaml"}
+    assert metrics["test_acc"] == done["test_acc"] and metrics["train_loss"] == done["train_loss"]
+    assert len((run / "history.csv").read_text().splitlines()) == 3
+
+
+def test_resume_state_of_other_data_is_ignored(tmp_path):
+    data = make_dataset(tmp_path / "d.pt")
+    train(config(data, epochs=1), tmp_path / "run", progress=False)
+    (tmp_path / "run" / "checkpoint.pt").rename(tmp_path / "run" / ".resume.pt")
+    make_dataset(data, seed=1)  # the same path, re-prepared with other contents
+    train(config(data, epochs=1), tmp_path / "run", progress=False)
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert len(history) == 2  # trained afresh: one epoch, not resumed past the end
+
+
+def test_bad_model_depth_in_a_run_config_is_a_user_error(toy_data, tmp_path, capsys):
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config(toy_data, model=dict(arch="resnet", depth=9))))
+    assert cli.main(["train", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "'model'" in err and "6n+2" in err and "Traceback" not in err
+
+
+def test_a_warmup_longer_than_the_run_still_decays(toy_data):
+    cfg = validate_config(config(toy_data, epochs=2, schedule=dict(kind="onecycle", warmup_epochs=5)))
+    lrs = [lr_at(cfg, s, 20, 10) for s in range(20)]
+    assert max(lrs) == pytest.approx(0.1, rel=0.15) and lrs[-1] < 0.01
+
+
+def test_bf16_keeps_a_slope_near_one_nonlinear():
+    from nonlinear_advantage.prelu import SparsePReLU
+
+    act = SparsePReLU(1)
+    act.slope.data.fill_(0.998)  # rounds to 1.0 in bf16
+    x = -torch.ones(1, 1, dtype=torch.bfloat16) * 256
+    assert act(x).item() != x.item()

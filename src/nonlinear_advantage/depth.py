@@ -62,7 +62,9 @@ class LayerRow:
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, SparsePReLU) or super().is_leaf_module(m, qualname)
+        # ReLU subclasses (models.ReLU) live outside torch.nn: keep them leaves too, so
+        # profile rows carry module names for baselines as for PReLU nets.
+        return isinstance(m, (SparsePReLU, nn.ReLU)) or super().is_leaf_module(m, qualname)
 
 
 def _channels(meta) -> int:

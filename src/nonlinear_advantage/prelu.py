@@ -20,9 +20,11 @@ class SparsePReLU(nn.Module):
         self.slope = nn.Parameter(torch.full((num_channels,), float(init)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        slope = self.slope.to(x.dtype).view(1, -1, *([1] * (x.dim() - 2)))
+        slope = self.slope.view(1, -1, *([1] * (x.dim() - 2)))
         # where(): a slope of exactly 1 returns x itself, bit for bit (no 0*x + x rounding).
-        return torch.where(x >= 0, x, x * slope)
+        # The product is taken in fp32: under bf16 autocast a slope of 0.998 would round to 1,
+        # acting linear while the depth measure still counts it nonlinear.
+        return torch.where(x >= 0, x, (x.float() * slope).to(x.dtype))
 
     def extra_repr(self) -> str:
         return f"{self.num_channels}"

@@ -1,4 +1,7 @@
-"""One training run: deterministic, resumable, with the data resident on the device.
+"""One training run: resumable, with the data resident on the device.
+
+Bit-for-bit deterministic on the CPU (tested). On CUDA, cuDNN's convolution backward is not,
+so runs there agree only statistically.
 
 ``python -m nonlinear_advantage train --config RUN.yaml --out DIR`` (or ``--params
 params.yaml --run RUN_ID``) writes into DIR:
@@ -126,9 +129,26 @@ def validate_config(given: dict, check_files: bool = True) -> dict:
     return cfg
 
 
-def config_digest(cfg: dict) -> str:
-    """Identity of a run for resuming: everything that changes the result."""
+def _file_sha256(path) -> str | None:
+    if path is None:
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def config_digest(cfg: dict, resolved: dict | None = None) -> str:
+    """Identity of a run for resuming: everything that changes the result.
+
+    The contents of the data and init_from files count, not only their paths (a re-prepared
+    dataset or a retrained dense net must not resume old weights), and so do the settings
+    that ``auto`` resolved to on this machine (a GPU run requeued on a CPU starts afresh).
+    """
     keep = {k: v for k, v in cfg.items() if k not in ("name",)}
+    keep["files"] = {key: _file_sha256(cfg[key]) for key in ("data", "init_from")}
+    keep["resolved"] = resolved or {}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -159,10 +179,14 @@ def _save_checkpoint(out: Path, state: dict) -> None:
     io.torch_save(state, ckpt)
     with io.atomic_path(resume) as tmp:
         tmp.unlink()
-        try:
-            os.link(ckpt, tmp)
-        except OSError:  # no hard links here: pay for a copy
-            tmp.write_bytes(ckpt.read_bytes())
+        _link_or_copy(ckpt, tmp)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # no hard links here: pay for a copy
+        target.write_bytes(source.read_bytes())
 
 
 # ---------------------------------------------------------------------------- data on device
@@ -217,9 +241,12 @@ def augment(x: torch.Tensor, draws: dict, crop: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------- training
 
 def lr_at(cfg: dict, step: int, total: int, steps_per_epoch: int) -> float:
-    """Learning rate at a step: linear warm-up, then one-cycle (linear) or cosine decay."""
+    """Learning rate at a step: linear warm-up, then one-cycle (linear) or cosine decay.
+
+    The warm-up takes at most half the run, so a short run (a post-hoc fine-tune) still decays.
+    """
     peak = cfg["optimizer"]["lr"]
-    warm = min(total - 1, round(cfg["schedule"]["warmup_epochs"] * steps_per_epoch))
+    warm = min(total // 2, round(cfg["schedule"]["warmup_epochs"] * steps_per_epoch))
     if step < warm:
         return peak * (step + 1) / (warm + 1)
     frac = (step - warm) / max(1, total - warm)
@@ -315,9 +342,12 @@ def train(config: dict, out_dir: str | os.PathLike, *, progress: bool = True) ->
 
     torch.manual_seed(cfg["seed"])
     m = cfg["model"]
-    model = build_model(m["arch"], depth=m["depth"], width=m["width"], in_channels=info["input_shape"][0],
-                        num_classes=info["num_classes"], activation=m["activation"],
-                        slope_init=m["slope_init"])
+    try:
+        model = build_model(m["arch"], depth=m["depth"], width=m["width"], in_channels=info["input_shape"][0],
+                            num_classes=info["num_classes"], activation=m["activation"],
+                            slope_init=m["slope_init"])
+    except ValueError as exc:
+        raise UserError(f"run config: 'model': {exc}") from None
     if cfg["init_from"]:
         source = load_checkpoint(cfg["init_from"])
         try:
@@ -331,7 +361,8 @@ def train(config: dict, out_dir: str | os.PathLike, *, progress: bool = True) ->
     opt = torch.optim.SGD(parameter_groups(model, cfg["optimizer"]["weight_decay"]), lr=cfg["optimizer"]["lr"],
                           momentum=cfg["optimizer"]["momentum"], nesterov=cfg["optimizer"]["nesterov"])
     gen = torch.Generator().manual_seed(cfg["seed"])
-    digest = config_digest(cfg)
+    digest = config_digest(cfg, {"device": device.type, "bf16": use_bf16, "channels_last": channels_last,
+                                 "compile": use_compile})
     start_epoch, step, history, wall_before = 0, 0, [], 0.0
 
     resume = out / ".resume.pt"
@@ -418,13 +449,19 @@ def train(config: dict, out_dir: str | os.PathLike, *, progress: bool = True) ->
             bar.epoch(row)
     if bar:
         bar.close()
+    # Killed after the last checkpoint but before metrics.json, the job's outputs were deleted
+    # (Snakemake) and the loop above did nothing: restore them from the resume link.
+    if not (out / "checkpoint.pt").exists():
+        _link_or_copy(resume, out / "checkpoint.pt")
+    _write_history(out, history)
 
     model.eval()
     train_loss, train_acc = evaluate(model, train_set, batch_size, autocast)
     depth = depth_summary(model, example, eps=cfg["eps"])
     last = history[-1]
     metrics = {
-        "name": name, "dataset": info["dataset"], "lam": cfg["lam"], "seed": cfg["seed"],
+        "name": name, "dataset": info["dataset"], "arm": name.split("/")[1] if name.count("/") == 2 else None,
+        "lam": cfg["lam"], "seed": cfg["seed"],
         "test_acc": last["test_acc"], "test_loss": last["test_loss"],
         "val_acc": last["val_acc"], "val_loss": last["val_loss"],
         "train_acc": train_acc, "train_loss": train_loss,
