@@ -6,6 +6,8 @@ step and the loss bookkeeping. Target on the CPU: ratio >= 0.9 (issue 3).
 
     python benchmarks/bench_trainer.py --data data/prepared/fashion_mnist.pt
     python benchmarks/bench_trainer.py --data ... --settings   # fp32 vs bf16 / channels_last / compile
+    python benchmarks/bench_trainer.py --data ... --device cuda --batch 512 --dataloader
+        # the GPU target (issue 3): trainer >= 3.5x a plain DataLoader loop, same GPU, same run
 
 Without --data a random 28x28 dataset is generated. Speed depends on OMP_NUM_THREADS.
 """
@@ -54,9 +56,40 @@ def bare_loop(model_cfg: dict, batch: int, steps: int, in_channels: int, size: i
     return steps * batch / (time.perf_counter() - t0)
 
 
-def trainer_run(data: Path, model_cfg: dict, batch: int, epochs: int, out: Path, **extra) -> dict:
+def dataloader_loop(data: Path, model_cfg: dict, batch: int, device: str, workers: int) -> float:
+    """The plain baseline: a DataLoader (workers, pinned memory) feeding an fp32 NCHW model,
+    one host-to-device copy per batch; one epoch, timed after the first batch."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    d = torch.load(data, weights_only=True)
+    mean = torch.tensor(d["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(d["std"]).view(1, -1, 1, 1)
+    x = (d["train_x"].float() / 255 - mean) / std
+    loader = DataLoader(TensorDataset(x, d["train_y"]), batch_size=batch, shuffle=True, drop_last=True,
+                        num_workers=workers, pin_memory=device == "cuda", persistent_workers=workers > 0)
+    torch.manual_seed(0)
+    model = build_model(**model_cfg, in_channels=x.shape[1], num_classes=len(d["classes"])).to(device).train()
+    opt = torch.optim.SGD(parameter_groups(model, 5e-4), lr=0.05, momentum=0.9, nesterov=True)
+    seen, t0 = 0, None
+    for i, (xb, yb) in enumerate(loader):
+        if i == 1:
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0, seen = time.perf_counter(), 0
+        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        loss = F.cross_entropy(model(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        seen += len(yb)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return seen / (time.perf_counter() - t0)
+
+
+def trainer_run(data: Path, model_cfg: dict, batch: int, epochs: int, out: Path, device="cpu", **extra) -> dict:
     cfg = dict(name="bench", data=str(data), model=model_cfg, epochs=epochs, batch_size=batch, lam=10.0,
-               device="cpu", **extra)
+               device=device, **extra)
     return train(cfg, out, progress=False)
 
 
@@ -69,6 +102,10 @@ def main():
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2, help="alternate bare/trainer this often; best of each")
     parser.add_argument("--settings", action="store_true", help="also compare bf16, channels_last, compile")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--dataloader", action="store_true",
+                        help="also time a plain DataLoader loop (the GPU target's baseline)")
+    parser.add_argument("--workers", type=int, default=4, help="DataLoader workers (default %(default)s)")
     args = parser.parse_args()
     model_cfg = dict(arch="resnet", depth=args.depth, width=args.width)
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,18 +118,26 @@ def main():
         steps = n_train // args.batch * args.epochs
         bare, ours = 0.0, None
         for i in range(args.repeats):  # alternate, so a load change hits both alike
-            bare = max(bare, bare_loop(model_cfg, args.batch, steps, shape[0], shape[1], channels_last=True))
-            run = trainer_run(data, model_cfg, args.batch, args.epochs, tmp / f"default{i}")
+            if args.device == "cpu":
+                bare = max(bare, bare_loop(model_cfg, args.batch, steps, shape[0], shape[1], channels_last=True))
+            run = trainer_run(data, model_cfg, args.batch, args.epochs, tmp / f"default{i}", device=args.device)
             ours = run if ours is None or run["images_per_s"] > ours["images_per_s"] else ours
-        print(f"bare loop      {bare:9.0f} images/s   (channels_last, like the trainer's CPU default)")
-        print(f"trainer        {ours['images_per_s']:9.0f} images/s   ratio {ours['images_per_s'] / bare:.3f} "
-              f"(target >= 0.9)   test acc {ours['test_acc']:.4f}")
+        if bare:
+            print(f"bare loop      {bare:9.0f} images/s   (channels_last, like the trainer's CPU default)")
+            print(f"trainer        {ours['images_per_s']:9.0f} images/s   ratio {ours['images_per_s'] / bare:.3f} "
+                  f"(CPU target >= 0.9)   test acc {ours['test_acc']:.4f}")
+        else:
+            print(f"trainer        {ours['images_per_s']:9.0f} images/s   test acc {ours['test_acc']:.4f}")
+        if args.dataloader:
+            plain = dataloader_loop(data, model_cfg, args.batch, args.device, args.workers)
+            print(f"DataLoader     {plain:9.0f} images/s   trainer x{ours['images_per_s'] / plain:.2f} "
+                  f"(GPU target >= 3.5 at batch 512)")
         if args.settings:
             for label, extra in [("fp32 NCHW", dict(channels_last=False)),
                                  ("bf16 autocast", dict(precision="bf16")),
                                  ("torch.compile", dict(compile=True))]:
                 try:
-                    m = trainer_run(data, model_cfg, args.batch, args.epochs, tmp / label, **extra)
+                    m = trainer_run(data, model_cfg, args.batch, args.epochs, tmp / label, device=args.device, **extra)
                 except Exception as exc:  # a backend that does not work here is a finding, not a crash
                     print(f"{label:14s} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}")
                     continue
