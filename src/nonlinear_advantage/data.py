@@ -198,6 +198,12 @@ def _fetch(base: str, name: str, dest: Path, check: str) -> None:
         stream, size = open(src, "rb"), Path(src).stat().st_size
     else:
         raise SourceError(f"no {name} there")
+    # A byte-count bar for downloads on a terminal (CIFAR is 170 MB); silent in logs and copies.
+    bar = None
+    if "://" in base and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=size, desc=name, unit="B", unit_scale=True, file=sys.stderr)
     with stream, io.atomic_path(dest) as tmp:
         got = 0
         with open(tmp, "wb") as f:
@@ -205,8 +211,13 @@ def _fetch(base: str, name: str, dest: Path, check: str) -> None:
                 while chunk := stream.read(1 << 20):
                     f.write(chunk)
                     got += len(chunk)
+                    if bar is not None:
+                        bar.update(len(chunk))
             except (OSError, http.client.HTTPException) as exc:  # resets, timeouts, IncompleteRead
                 raise SourceError(f"{name}: transfer cut off after {got} bytes ({exc!r}); not kept") from None
+            finally:
+                if bar is not None:
+                    bar.close()
         if size is not None and got != size:
             raise SourceError(f"{name}: transfer cut off after {got} of {size} bytes; not kept")
         if name.endswith(".tar.gz"):
