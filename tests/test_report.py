@@ -12,6 +12,7 @@ from PIL import Image
 
 from nonlinear_advantage import analysis, cli, figures, report
 from nonlinear_advantage.errors import UserError
+from nonlinear_advantage.io import file_sha256
 from synthetic_study import write_study
 
 needs_poppler = pytest.mark.skipif(shutil.which("pdftotext") is None or shutil.which("pdftoppm") is None,
@@ -65,7 +66,7 @@ def test_pdf_text_matches_summary(built):
         assert section in text
     for observation in ("Core networks", "Slow decay, then collapse", "Nonlinear advantage"):
         assert f"{observation} — supported" in text or f"{observation} — not supported by this run" in text
-    assert report.sha256(built["params"]) in text
+    assert file_sha256(built["params"]) in text
     df = analysis.load_summary(built["summary"])
     for _, sub in df.groupby("dataset"):
         assert f"{100 * sub[sub.arm == 'dense'].test_acc.mean():.2f}" in text

@@ -9,7 +9,6 @@ always give the same bytes.
 from __future__ import annotations
 
 import csv
-import io as _stringio
 import json
 from pathlib import Path
 
@@ -70,25 +69,17 @@ def curve_rows(run_dir: Path, row: dict) -> list[dict]:
         return [{k: row[k] for k in CURVE_KEYS} | r for r in csv.DictReader(f)]
 
 
-def _csv_text(rows: list[dict], columns) -> str:
-    out = _stringio.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n", restval="")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
-
-
 def aggregate(run_dirs, out, curves=None) -> list[dict]:
     """Write the summary (and the stacked curves); return the summary rows."""
     pairs = sorted(((summary_row(Path(d)), Path(d)) for d in run_dirs), key=lambda p: _order(p[0]))
     if not pairs:
         raise UserError("aggregate: no runs given")
     rows = [row for row, _ in pairs]
-    io.write_text(out, _csv_text(rows, SUMMARY_COLUMNS))
+    io.write_text(out, io.csv_text(rows, SUMMARY_COLUMNS))
     if curves:
         history = [r for row, d in pairs for r in curve_rows(d, row)]
         columns = list(dict.fromkeys(k for r in history for k in r))  # union, first-seen order
-        io.write_text(curves, _csv_text(history, columns))
+        io.write_text(curves, io.csv_text(history, columns))
     return rows
 
 

@@ -1,8 +1,11 @@
-"""Atomic writes: a temporary file in the same directory, then ``os.replace``."""
+"""Atomic writes (a temporary file in the same directory, then ``os.replace``), and the
+small file helpers the stages share: CSV text and file digests."""
 
 from __future__ import annotations
 
 import contextlib
+import csv
+import hashlib
 import io
 import json
 import os
@@ -33,9 +36,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def write_text(path, text: str) -> None:
+def write_bytes(path, data: bytes) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_bytes(data)
+
+
+def write_text(path, text: str) -> None:
+    write_bytes(path, text.encode())
 
 
 def write_json(path, obj) -> None:
@@ -47,5 +54,22 @@ def torch_save(obj, path) -> None:
     # and a random temporary name would make identical objects give different bytes.
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
+    write_bytes(path, buffer.getvalue())
+
+
+def csv_text(rows: list[dict], columns) -> str:
+    """Rows as CSV text with a header, "\n" line ends; missing keys are left empty."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n", restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file's bytes, read in blocks (prepared datasets can be hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

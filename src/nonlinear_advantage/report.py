@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import hashlib
 import io
 import json
 import os
@@ -43,7 +42,7 @@ from reportlab.platypus import (
 
 from . import analysis, figures
 from .errors import UserError
-from .io import atomic_path
+from .io import file_sha256, write_bytes
 
 PROJECT = "nonlinear-advantage"
 STUDY = ("Mehmeti-Göpel and Disselhoff, “Nonlinear Advantage: Trained Networks Might Not Be As Complex "
@@ -87,10 +86,6 @@ def git_revision() -> str:
         return "not a git checkout"
     return head + (" (with uncommitted changes)" if _git("status", "--porcelain", "--untracked-files=no")
                    else "")
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @contextlib.contextmanager
@@ -337,13 +332,13 @@ def build_report(summary: Path, figures_dir: Path, out: Path, params: Path | Non
     if params is not None:
         if not params.is_file():
             raise UserError(f"params file not found: {params}")
-        params_digest = f"sha256 {sha256(params)} ({params.name})"
+        params_digest = f"sha256 {file_sha256(params)} ({params.name})"
         params_tree = yaml.safe_load(params.read_text())
     epoch = source_date_epoch(summary)
     title = dict(
         revision=git_revision(),
         date=dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M UTC") + " (SOURCE_DATE_EPOCH)",
-        params_digest=params_digest, summary_digest=f"sha256 {sha256(summary)}",
+        params_digest=params_digest, summary_digest=f"sha256 {file_sha256(summary)}",
         method=_method(df, figures_dir, params_tree),
     )
     buffer = io.BytesIO()
@@ -352,8 +347,7 @@ def build_report(summary: Path, figures_dir: Path, out: Path, params: Path | Non
                                 author=PROJECT, subject="Reproduction of arXiv 2211.17180", creator=PROJECT,
                                 leftMargin=2 * cm, rightMargin=2 * cm, topMargin=1.8 * cm, bottomMargin=1.8 * cm)
         doc.build(build_story(df, figures_dir, th, **title), onFirstPage=_footer, onLaterPages=_footer)
-    with atomic_path(out) as tmp:
-        tmp.write_bytes(buffer.getvalue())
+    write_bytes(out, buffer.getvalue())
     return out
 
 

@@ -17,9 +17,7 @@ declared outputs, and the link keeps the last good epoch so the same command res
 from __future__ import annotations
 
 import copy
-import csv
 import hashlib
-import io as _io
 import json
 import math
 import os
@@ -129,16 +127,6 @@ def validate_config(given: dict, check_files: bool = True) -> dict:
     return cfg
 
 
-def _file_sha256(path) -> str | None:
-    if path is None:
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def config_digest(cfg: dict, resolved: dict | None = None) -> str:
     """Identity of a run for resuming: everything that changes the result.
 
@@ -147,7 +135,7 @@ def config_digest(cfg: dict, resolved: dict | None = None) -> str:
     that ``auto`` resolved to on this machine (a GPU run requeued on a CPU starts afresh).
     """
     keep = {k: v for k, v in cfg.items() if k not in ("name",)}
-    keep["files"] = {key: _file_sha256(cfg[key]) for key in ("data", "init_from")}
+    keep["files"] = {key: cfg[key] and io.file_sha256(cfg[key]) for key in ("data", "init_from")}
     keep["resolved"] = resolved or {}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -269,8 +257,9 @@ def evaluate(model: nn.Module, split: Split, batch_size: int, autocast) -> tuple
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=split.x.device)
     correct = torch.zeros((), dtype=torch.int64, device=split.x.device)
-    for i in range(0, len(split.y), max(batch_size, 512)):
-        x, y = split.x[i:i + max(batch_size, 512)], split.y[i:i + max(batch_size, 512)]
+    chunk = max(batch_size, 512)  # no gradients: bigger batches are free
+    for i in range(0, len(split.y), chunk):
+        x, y = split.x[i:i + chunk], split.y[i:i + chunk]
         with autocast():
             logits = model(x).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
@@ -309,11 +298,7 @@ class _Progress:
 
 
 def _write_history(out: Path, history: list[dict]) -> None:
-    buf = _io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=HISTORY_KEYS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    io.write_text(out / "history.csv", buf.getvalue())
+    io.write_text(out / "history.csv", io.csv_text(history, HISTORY_KEYS))
 
 
 def train(config: dict, out_dir: str | os.PathLike, *, progress: bool = True) -> dict:
@@ -384,7 +369,7 @@ def train(config: dict, out_dir: str | os.PathLike, *, progress: bool = True) ->
     example = train_set.x[:1]
     forward = torch.compile(model, mode="reduce-overhead") if use_compile else model
     bar = _Progress(name, cfg["epochs"], start_epoch) if progress else None
-    train_time = 0.0
+    train_time, depth = 0.0, None
 
     for epoch in range(start_epoch, cfg["epochs"]):
         t0 = time.perf_counter()
@@ -449,15 +434,16 @@ def train(config: dict, out_dir: str | os.PathLike, *, progress: bool = True) ->
             bar.epoch(row)
     if bar:
         bar.close()
-    # Killed after the last checkpoint but before metrics.json, the job's outputs were deleted
-    # (Snakemake) and the loop above did nothing: restore them from the resume link.
-    if not (out / "checkpoint.pt").exists():
-        _link_or_copy(resume, out / "checkpoint.pt")
-    _write_history(out, history)
+    if depth is None:
+        # Resumed after the last epoch (killed before metrics.json): the loop did not run, and
+        # Snakemake may have deleted the job's outputs. Restore them from the resume link.
+        if not (out / "checkpoint.pt").exists():
+            _link_or_copy(resume, out / "checkpoint.pt")
+        _write_history(out, history)
+        depth = depth_summary(model, example, eps=cfg["eps"])
 
     model.eval()
     train_loss, train_acc = evaluate(model, train_set, batch_size, autocast)
-    depth = depth_summary(model, example, eps=cfg["eps"])
     last = history[-1]
     metrics = {
         "name": name, "dataset": info["dataset"], "arm": name.split("/")[1] if name.count("/") == 2 else None,
