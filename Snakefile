@@ -6,10 +6,11 @@ file given with --configfile (config/paper.yaml); it is checked against the sche
 """
 
 import os
+import re
 import sys
 from pathlib import Path
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -29,11 +30,16 @@ PARAMS_FILE = plan.params_file(workflow.overwrite_configfiles)
 if not config:
     config.update(plan.read_params(PARAMS_FILE))
 plan.check_same_as_file(config, PARAMS_FILE)
-# Ours first: its message names the key (sweep.lambdas[2]: ...).
-plan.validate(config, source=PARAMS_FILE)
-validate(config, str(plan.SCHEMA_PATH))
+# The schema's check names the key and the file (sweep.lambdas[2]: ...) and fills in defaults.
+config.update(plan.validate(config, source=PARAMS_FILE))
 
 RUNS = plan.run_ids(config)
+
+
+# {run} is exactly a run of the plan; PARAMS_FILE appears in the commands, not in params, so
+# the same params under another file name rerun nothing.
+wildcard_constraints:
+    run="|".join(re.escape(run) for run in RUNS),
 
 
 # `snakemake --report report.html`: the figures and the PDF, with their captions.

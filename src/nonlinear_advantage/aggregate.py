@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from . import io, plan
+from . import fileio, plan
 from .errors import UserError
 
 SUMMARY_COLUMNS = (
@@ -46,18 +46,21 @@ def summary_row(run_dir: Path) -> dict:
     missing = [k for k in FROM_METRICS if k not in metrics] + [k for k in FROM_DEPTH if k not in depth]
     if missing:
         raise UserError(f"run {name}: missing keys {', '.join(missing)} in metrics.json/depth.json")
-    dataset, arm, tag = name.split("/")
+    fields = config.get("fields") or {}
+    if not {"dataset", "arm"} <= set(fields):
+        raise UserError(f"run {name}: config.yaml has no fields.dataset/fields.arm (not trained from the plan?)")
     row = {
-        "run": name, "dataset": dataset, "arm": arm,
+        "run": name, "dataset": fields["dataset"], "arm": fields["arm"],
         "arch": model["arch"], "depth": model["depth"], "width": model["width"], "activation": model["activation"],
-        "widened": arm == "baseline" and "-wide-" in tag, "lam": config["lam"], "seed": config["seed"],
+        "widened": fields.get("kind") == "wide", "lam": config["lam"], "seed": config["seed"],
     }  # fmt: skip
     row |= {k: metrics[k] for k in FROM_METRICS} | {k: depth[k] for k in FROM_DEPTH}
     return {k: row[k] for k in SUMMARY_COLUMNS}
 
 
 def _order(row: dict):
-    arm = plan.ARMS.index(row["arm"])
+    arms = list(plan.ARMS)
+    arm = arms.index(row["arm"]) if row["arm"] in arms else len(arms)
     return (row["dataset"], arm, row["depth"], row["widened"], row["lam"], row["seed"], row["run"])
 
 
@@ -75,11 +78,11 @@ def aggregate(run_dirs, out, curves=None) -> list[dict]:
     if not pairs:
         raise UserError("aggregate: no runs given")
     rows = [row for row, _ in pairs]
-    io.write_text(out, io.csv_text(rows, SUMMARY_COLUMNS))
+    fileio.write_text(out, fileio.csv_text(rows, SUMMARY_COLUMNS))
     if curves:
         history = [r for row, d in pairs for r in curve_rows(d, row)]
         columns = list(dict.fromkeys(k for r in history for k in r))  # union, first-seen order
-        io.write_text(curves, io.csv_text(history, columns))
+        fileio.write_text(curves, fileio.csv_text(history, columns))
     return rows
 
 

@@ -15,9 +15,10 @@ import sys
 from .errors import UserError
 
 # Module per stage, in pipeline order; each defines add_cli(subparsers).
-STAGE_MODULES = ("data", "trainer", "measure", "plan", "aggregate", "figures", "report")
+STAGE_MODULES = ("data", "trainer", "measure", "plan", "aggregate", "figures", "report", "generate")
 COMMAND_MODULE = {"download": "data", "prepare": "data", "train": "trainer", "measure": "measure",
-                  "validate-params": "plan", "aggregate": "aggregate", "figures": "figures", "report": "report"}
+                  "validate-params": "plan", "aggregate": "aggregate", "figures": "figures", "report": "report",
+                  "generate": "generate"}
 
 
 def build_parser(modules=STAGE_MODULES) -> argparse.ArgumentParser:

@@ -1,6 +1,7 @@
 """``figures``: the report's figures from results/summary.csv and the per-run files.
 
-Every figure has one panel per dataset and a fixed file name (:data:`FIGURES`), so the
+Every figure is one entry of the figure registry (:data:`FIGURES`): stem, report section,
+title, drawing and caption. Each has one panel per dataset and a fixed file name, so the
 pipeline can declare them as outputs. Figures are drawn on bare ``Figure`` objects (the
 Agg canvas, no pyplot state) and written atomically with fixed metadata, so the same
 inputs give the same bytes.
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -21,16 +24,8 @@ from matplotlib.ticker import MaxNLocator
 
 from . import analysis
 from .errors import UserError
-from .io import atomic_path, write_json
+from .fileio import atomic_path, write_json
 
-# File stem -> what the figure shows (the report and Snakemake's report reuse it).
-FIGURES = {
-    "accuracy_vs_apl": "Test accuracy against effective depth (normalized APL), per dataset.",
-    "core_networks": "Nonlinear channels per layer for each λ of the from-scratch sparse runs.",
-    "core_plateau": "Effective depth and total nonlinear width against λ.",
-    "nonlinear_advantage": "Post-hoc against from-scratch sparsification at matched APL.",
-    "training_curves": "Training curves of a representative subset of runs.",
-}
 METHOD_FILE = "method.json"  # run settings gathered from the runs' config.yaml, for the report
 STYLE = {
     "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7,
@@ -233,6 +228,93 @@ def training_curves(df: pd.DataFrame, runs: Path) -> Figure:
     return fig
 
 
+# ---------------------------------------------------------------- captions (with the study's numbers)
+
+
+def _onsets(df: pd.DataFrame, th: analysis.Thresholds) -> str:
+    onsets = []
+    for d in analysis.datasets_by_difficulty(df):
+        o = analysis.collapse_onset(df[df.dataset == d], th.tolerance)
+        onsets.append(f"{d}: {o.reason}" if o.apl is None else f"{d}: APL {o.apl:.2f} (λ {o.lam:g})")
+    return "; ".join(onsets)
+
+
+def _gaps(df: pd.DataFrame) -> str:
+    gaps = []
+    for d in analysis.datasets_by_difficulty(df):
+        g = analysis.matched_apl_gap(df[df.dataset == d])
+        gaps.append(f"{d}: {g.reason}" if g.mean_gap is None else f"{d}: {100 * g.mean_gap:+.2f} pt")
+    return "; ".join(gaps)
+
+
+# ---------------------------------------------------------------- the figure registry
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    stem: str  # the file name, without extension
+    section: str  # the report section it appears in
+    title: str  # one line: what it shows
+    about: str  # how to read it (the Snakemake report's caption)
+    draw: Callable[[pd.DataFrame, Path, analysis.Thresholds], Figure]  # (summary, runs dir, thresholds)
+    caption: Callable[[pd.DataFrame, analysis.Thresholds], str]  # the PDF's caption, with the numbers
+
+
+FIGURES: tuple[FigureSpec, ...] = (
+    FigureSpec(
+        "accuracy_vs_apl", "Accuracy against APL",
+        "Test accuracy against effective depth (normalized APL), per dataset.",
+        "Line with λ labels: from-scratch sparse runs (mean over seeds). Squares and triangles: ReLU baselines "
+        "of similar depth at their own width and widened to the full network's parameter count. Black line: "
+        "dense network; grey band: the collapse tolerance; dashed line: the collapse onset computed by "
+        "``analysis.collapse_onset``.",
+        lambda df, runs, th: accuracy_vs_apl(df, th.tolerance),
+        lambda df, th: "Sparse runs from scratch (one point per λ, mean over seeds) against baselines "
+        "of similar depth (squares: own width; triangles: widened to the full network's parameter count; "
+        "dN = depth). Black line: the dense network; grey band: the tolerance of "
+        f"{100 * th.tolerance:g} pt. Dashed: the collapse onset, the smallest APL such that it and every "
+        f"sparse point of larger APL stay within the tolerance. Onsets: {_onsets(df, th)}.",
+    ),
+    FigureSpec(
+        "core_networks", "Core networks",
+        "Nonlinear channels per layer for each λ of the from-scratch sparse runs.",
+        "Nonlinear channels per activation layer (numbers) and as a fraction of each layer's width (colour), "
+        "one row per λ of the from-scratch sparse runs, read from each run's depth.json.",
+        lambda df, runs, th: core_networks(df, runs),
+        lambda df, th: "Nonlinear channels per activation layer (numbers) and as a fraction of the "
+        "layer's width (colour), for each λ of the from-scratch sparse runs (first seed), from depth.json.",
+    ),
+    FigureSpec(
+        "core_plateau", "Core networks",
+        "Effective depth and total nonlinear width against λ.",
+        "The shaded range is the plateau found by ``analysis.core_plateau``; dotted lines mark the dense APL.",
+        lambda df, runs, th: core_plateau(df, th),
+        lambda df, th: "Normalized APL and total nonlinear channels against λ (from-scratch sparse, mean "
+        "over seeds). Shaded: the plateau found by the core-network test (spread ≤ "
+        f"{th.plateau:.0%}); dotted: the dense APL.",
+    ),
+    FigureSpec(
+        "nonlinear_advantage", "Nonlinear advantage",
+        "Post-hoc against from-scratch sparsification at matched APL.",
+        "The shaded area is the gap at matched APL (linear interpolation on the common APL range); the bars "
+        "give the mean gap per dataset ordered by dense test error.",
+        lambda df, runs, th: nonlinear_advantage(df),
+        lambda df, th: "Post-hoc (dense net, then sparsified) against from-scratch sparse accuracy. "
+        "Shaded: the gap at matched APL on the interpolation grid. Right: mean gap per dataset, ordered by "
+        f"dense test error. Mean gaps: {_gaps(df)}.",
+    ),
+    FigureSpec(
+        "training_curves", "Training curves",
+        "Training curves of a representative subset of runs.",
+        "Validation accuracy and fraction of nonlinear channels per epoch for the dense run, sparse runs at "
+        "the smallest, middle and largest λ, and one post-hoc run.",
+        lambda df, runs, th: training_curves(df, runs),
+        lambda df, th: "Validation accuracy and fraction of nonlinear channels per epoch for the dense "
+        "run, sparse runs at the smallest, middle and largest λ, and the post-hoc run at the middle λ.",
+    ),
+)
+
+
 # ---------------------------------------------------------------- the stage
 
 
@@ -257,17 +339,10 @@ def make_figures(summary: Path, runs: Path, out: Path, th: analysis.Thresholds,
     df = analysis.load_summary(summary)
     if not runs.is_dir():
         raise UserError(f"runs directory not found: {runs}")
-    drawings = {
-        "accuracy_vs_apl": lambda: accuracy_vs_apl(df, th.tolerance),
-        "core_networks": lambda: core_networks(df, runs),
-        "core_plateau": lambda: core_plateau(df, th),
-        "nonlinear_advantage": lambda: nonlinear_advantage(df),
-        "training_curves": lambda: training_curves(df, runs),
-    }
     written = []
     with matplotlib.rc_context(STYLE):
-        for stem in FIGURES:
-            written += _save(drawings[stem](), out, stem, list(formats))
+        for spec in FIGURES:
+            written += _save(spec.draw(df, runs, th), out, spec.stem, list(formats))
     write_json(out / METHOD_FILE, method_settings(df, runs))
     return written
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from . import io
+from . import fileio
 from .depth import depth_summary
 from .errors import UserError
 from .trainer import load_checkpoint, model_from_checkpoint
@@ -29,7 +29,7 @@ def _cli(args) -> int:
     if args.eps is not None and args.eps < 0:
         raise UserError(f"--eps must be >= 0, got {args.eps}")
     result = measure(args.run, args.eps)
-    io.write_json(args.out, result)
+    fileio.write_json(args.out, result)
     print(f"{result['run']}: APL {result['apl_normalized']:.3f} (normalized), "
           f"{result['apl_unnormalized']:.3f} (unnormalized), "
           f"{result['nonlinear_channels']}/{result['total_channels']} nonlinear channels")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from .architectures import ARCHITECTURES, plain_stage_convs
 from .prelu import SparsePReLU
 
-ARCHS = ("resnet", "plain")
 ACTIVATIONS = ("prelu", "relu")
 
 
@@ -91,8 +91,7 @@ def plain(depth, width, in_channels, num_classes, act, slope_init) -> Classifier
     """depth counts weighted layers: depth-1 convs in three stages, then the classifier."""
     if depth < 4:
         raise ValueError(f"plain depth must be >= 4 (3 conv stages + classifier), got {depth}")
-    convs = depth - 1
-    per_stage = [convs // 3 + (1 if s < convs % 3 else 0) for s in range(3)]
+    per_stage = plain_stage_convs(depth)
     layers: list[nn.Module] = []
     cin = in_channels
     for stage, (count, mult) in enumerate(zip(per_stage, (1, 2, 4), strict=True)):
@@ -113,15 +112,14 @@ def build_model(
     activation: str = "prelu",
     slope_init: float = 0.25,
 ) -> nn.Module:
-    """Build a network; raises ValueError naming the allowed values on a bad argument."""
-    builders = {"resnet": resnet, "plain": plain}
-    if arch not in builders:
-        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    """Build a network of the registry (architectures.py); a bad argument is a ValueError naming the allowed values."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"arch must be one of {tuple(ARCHITECTURES)}, got {arch!r}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     if width < 1:
         raise ValueError(f"width must be >= 1, got {width}")
-    return builders[arch](depth, width, in_channels, num_classes, activation, slope_init)
+    return ARCHITECTURES[arch].build(depth, width, in_channels, num_classes, activation, slope_init)
 
 
 def activation_layers(model: nn.Module) -> list[tuple[str, nn.Module, int]]:
@@ -135,13 +133,3 @@ def activation_layers(model: nn.Module) -> list[tuple[str, nn.Module, int]]:
 
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def widen_to_match(arch: str, depth: int, width: int, target_params: int, **kwargs) -> int:
-    """Smallest width >= ``width`` whose parameter count reaches ``target_params``."""
-    def count(w):
-        return parameter_count(build_model(arch, depth=depth, width=w, **kwargs))
-
-    while count(width) < target_params:
-        width += 1
-    return width

@@ -1,81 +1,58 @@
-"""The study plan: validate ``params.yaml``, name every run, and give each run its config.
+"""The study plan: validate ``params.yaml``, list every run, and give each run its config.
 
-Snakemake, DVC and the trainer all read the plan from here, so a run id means the same
-thing everywhere. A run id is the run's directory under ``runs/``:
+The **arm table** (:data:`ARMS`) is the one place that says which runs exist: per arm, its
+run-id pattern, its sweep axes, the params keys its config reads, how it is configured and
+which run it starts from. Snakemake (one training rule), the generated dvc.yaml, the trainer
+and aggregate all derive from it. A run id is the run's directory under ``runs/``:
 
     digits/dense/s0            digits/sparse/lam0.01-s0     digits/posthoc/lam0.01-s0
     digits/baseline/d8-own-s0  digits/baseline/d8-wide-s0
 
-λ is written as ``str(value)`` of the YAML number, which is how DVC interpolates it too.
-No torch here: the Snakefile imports this module, and ``snakemake -n`` must stay fast.
+A run's fields (dataset, arm, λ, seed, ...) travel as data in its config (``fields``), so
+nothing parses an id back. λ is written as ``str(value)`` of the YAML number, which is how
+DVC interpolates it too. No torch here: the Snakefile imports this module, and
+``snakemake -n`` must stay fast.
 """
 
 from __future__ import annotations
 
+import ast
+import copy
+import hashlib
+import itertools
 import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
 import yaml
 
+from . import architectures, schemas
+from .datasets import DATASETS
 from .errors import UserError
 
-# The schema lives with the workflow; the package is installed editable from this checkout.
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "params.schema.json"
-
-# (input channels, classes) per dataset: all the model needs to know of the data.
-DATASET_SHAPES = {
-    "digits": (1, 10),
-    "fashion_mnist": (1, 10),
-    "mnist": (1, 10),
-    "cifar10": (3, 10),
-    "cifar100": (3, 100),
-    "svhn": (3, 10),
-}
-ARMS = ("baseline", "dense", "sparse", "posthoc")
-# Run ids per arm, as Snakemake wildcard patterns: RUN_PATTERNS[arm].format(**wildcards) is a run id.
-RUN_PATTERNS = {
-    "baseline": "{dataset}/baseline/d{depth}-{kind}-s{seed}",
-    "dense": "{dataset}/dense/s{seed}",
-    "sparse": "{dataset}/sparse/lam{lam}-s{seed}",
-    "posthoc": "{dataset}/posthoc/lam{lam}-s{seed}",
-}
 TRAIN_FILES = ("checkpoint.pt", "metrics.json", "history.csv", "config.yaml")  # what `train` writes
+# Every arm sweeps these; an arm's own axes come after them.
+COMMON_AXES = {"dataset": "datasets", "seed": "seeds"}
 # Runtime switches of the run config; params.yaml may leave them out.
 RUNTIME_DEFAULTS = {"device": "auto", "precision": "auto", "channels_last": "auto", "compile": "auto"}
 
 
-@cache
-def schema() -> dict:
-    if not SCHEMA_PATH.exists():
-        raise UserError(f"{SCHEMA_PATH} not found: the study runs from a checkout (pip install -e .)")
-    return json.loads(SCHEMA_PATH.read_text())
-
-
-def _key_path(error) -> str:
-    """``sweep.lambdas[2]``: the place in params.yaml that an error is about."""
-    text = ""
-    for part in error.absolute_path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
+# ---- params --------------------------------------------------------------------------------
 
 
 def validate(params, source: str = "params") -> dict:
     """Check ``params`` against the schema; raise UserError listing every problem by key."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(schema())
-    errors = sorted(validator.iter_errors(params), key=lambda e: (list(map(str, e.absolute_path)), e.message))
-    if errors:
-        lines = [f"  {_key_path(e)}: {e.message}" for e in errors]
-        raise UserError(f"{source} is invalid:\n" + "\n".join(lines))
-    # What JSON schema cannot say: a ResNet's depth is 6n+2.
-    if params["model"]["arch"] == "resnet":
-        depths = {"model.depth": params["model"]["depth"]}
-        depths |= {f"baseline.depths[{i}]": d for i, d in enumerate(params["baseline"]["depths"])}
-        for key, depth in depths.items():
-            if depth < 8 or (depth - 2) % 6:
-                raise UserError(f"{source} is invalid:\n  {key}: {depth} is not a ResNet depth (6n+2: 8, 14, 20, ...)")
+    params = schemas.check(params, schemas.PARAMS, source)
+    # What JSON schema cannot say: each architecture's own depth rule.
+    depths = {"model.depth": params["model"]["depth"]}
+    depths |= {f"baseline.depths[{i}]": d for i, d in enumerate(params["baseline"]["depths"])}
+    for key, depth in depths.items():
+        try:
+            architectures.check_depth(params["model"]["arch"], depth)
+        except UserError as exc:
+            raise UserError(f"{source} is invalid:\n  {key}: {exc}") from None
     return params
 
 
@@ -94,7 +71,138 @@ def load_params(path) -> dict:
     return validate(read_params(path), source=str(path))
 
 
-# ---- what the Snakefile needs --------------------------------------------------------------
+def lookup(params: dict, key: str):
+    """The value at a dotted params key (``sweep.lambdas``); a mapping gives its keys."""
+    value = params
+    for part in key.split("."):
+        value = value[part]
+    return list(value) if isinstance(value, dict) else value
+
+
+# ---- the arm table ---------------------------------------------------------------------------
+
+
+def _sparse(params: dict, fields: dict, config: dict) -> None:
+    config["lam"] = float(fields["lam"])
+
+
+def _posthoc(params: dict, fields: dict, config: dict) -> None:
+    _sparse(params, fields, config)
+    config["epochs"] = params["posthoc"]["epochs"]
+    config["optimizer"]["lr"] = params["posthoc"]["lr"]
+
+
+def _baseline(params: dict, fields: dict, config: dict) -> None:
+    width = config["model"]["width"] if fields["kind"] == "own" else widened_width(params, fields["dataset"],
+                                                                                 fields["depth"])
+    config["model"].update(depth=fields["depth"], width=width, activation="relu")
+
+
+@dataclass(frozen=True)
+class Arm:
+    pattern: str  # run id with {field} slots: one directory under runs/
+    axes: dict[str, str] = field(default_factory=dict)  # field -> params key listing its values
+    reads: tuple[str, ...] = ("model", "train", "datasets.{dataset}.epochs")  # params keys its config reads
+    configure: Callable[[dict, dict, dict], None] = lambda params, fields, config: None  # edits the config
+    init_from: str | None = None  # run-id pattern of the run whose checkpoint it starts from
+
+    def all_axes(self) -> dict[str, str]:
+        return COMMON_AXES | self.axes
+
+
+ARMS: dict[str, Arm] = {
+    "baseline": Arm("{dataset}/baseline/d{depth}-{kind}-s{seed}",
+                    axes={"depth": "baseline.depths", "kind": "baseline.widths"}, configure=_baseline),
+    "dense": Arm("{dataset}/dense/s{seed}"),
+    "sparse": Arm("{dataset}/sparse/lam{lam}-s{seed}", axes={"lam": "sweep.lambdas"}, configure=_sparse),
+    "posthoc": Arm("{dataset}/posthoc/lam{lam}-s{seed}", axes={"lam": "sweep.lambdas"},
+                   reads=("model", "train", "posthoc"), configure=_posthoc, init_from="{dataset}/dense/s{seed}"),
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    arm: str
+    fields: dict  # dataset, seed and the arm's own axes, as in params.yaml
+
+
+def runs(params: dict, arms=tuple(ARMS)) -> list[Run]:
+    """Every run of the study, in a fixed order: dataset, seed, arm, then the sweep's order."""
+    out = []
+    for dataset, seed in itertools.product(params["datasets"], params["seeds"]):
+        for name in arms:
+            arm = ARMS[name]
+            values = [lookup(params, key) for key in arm.axes.values()]
+            for combo in itertools.product(*values):
+                fields = {"dataset": dataset, "seed": seed, **dict(zip(arm.axes, combo, strict=True))}
+                out.append(Run(arm.pattern.format(**fields), name, fields))
+    return out
+
+
+@cache
+def _runs_by_id(params_json: str) -> dict[str, Run]:
+    return {run.id: run for run in runs(json.loads(params_json))}
+
+
+def find_run(params: dict, run_id: str) -> Run:
+    by_id = _runs_by_id(json.dumps(params, sort_keys=True))
+    if run_id not in by_id:
+        known = ", ".join(list(by_id)[:4])
+        raise UserError(f"run {run_id!r} is not in the plan of these params (runs look like {known}, ...)")
+    return by_id[run_id]
+
+
+def run_ids(params: dict, arms=tuple(ARMS)) -> list[str]:
+    return [run.id for run in runs(params, arms)]
+
+
+def run_dir(run_id: str, root: str = "runs") -> str:
+    return f"{root}/{run_id}"
+
+
+def init_from(run: Run) -> str | None:
+    """The checkpoint a run starts from, if its arm starts from another run."""
+    pattern = ARMS[run.arm].init_from
+    return f"{run_dir(pattern.format(**run.fields))}/checkpoint.pt" if pattern else None
+
+
+def run_inputs(params: dict, run_id: str) -> dict[str, str]:
+    """The files a run reads: its prepared data, and the checkpoint it starts from."""
+    run = find_run(params, run_id)
+    inputs = {"data": f"data/prepared/{run.fields['dataset']}.pt"}
+    if init_from(run):
+        inputs["init_from"] = init_from(run)
+    return inputs
+
+
+def run_config(params: dict, run_id: str) -> dict:
+    """The trainer's run config for ``run_id`` (workflow/schemas/run.schema.json)."""
+    run = find_run(params, run_id)
+    model, train = params["model"], params["train"]
+    config = {
+        "name": run.id,
+        "fields": {"arm": run.arm, **run.fields},
+        "data": run_inputs(params, run_id)["data"],
+        "model": {"arch": model["arch"], "depth": model["depth"], "width": model["width"],
+                  "activation": "prelu", "slope_init": model["slope_init"]},
+        "epochs": params["datasets"][run.fields["dataset"]]["epochs"],
+        "batch_size": train["batch_size"],
+        "optimizer": dict(train["optimizer"]),
+        "schedule": dict(train["schedule"]),
+        "lam": 0.0,
+        "proximal": train["proximal"],
+        "eps": float(train["eps"]),
+        "augment": dict(train["augment"]),
+        "seed": run.fields["seed"],
+        **{key: train.get(key, default) for key, default in RUNTIME_DEFAULTS.items()},
+        "init_from": init_from(run),
+    }
+    ARMS[run.arm].configure(params, run.fields, config)
+    return copy.deepcopy(config)
+
+
+# ---- what the Snakefile needs ------------------------------------------------------------------
 
 
 def params_file(configfiles) -> str:
@@ -114,7 +222,7 @@ def check_same_as_file(config: dict, path) -> None:
 
 
 def prepare_args(params: dict, dataset: str) -> str:
-    """The split flags of ``prepare`` (dvc.yaml spells out the same)."""
+    """The split flags of ``prepare``."""
     sizes = params["datasets"][dataset]
     return (
         f"--train-size {sizes['train_size']} --val-size {sizes['val_size']} "
@@ -127,116 +235,57 @@ def train_outputs(run: str) -> dict[str, str]:
     return {name.split(".")[0]: f"runs/{run}/{name}" for name in TRAIN_FILES}
 
 
-# ---- run ids -----------------------------------------------------------------------------
+# ---- code as a dependency -------------------------------------------------------------------
+
+PACKAGE = Path(__file__).resolve().parent
+# Every command runs through these, whatever its stage module imports.
+ENTRY_MODULES = ("__init__", "__main__", "cli", "errors")
 
 
-def run_ids(params: dict, arms=ARMS) -> list[str]:
-    """Every run of the study, in a fixed order: dataset, arm, then the sweep's order."""
-    ids = []
-    for dataset in params["datasets"]:
-        for seed in params["seeds"]:
-            s = f"s{seed}"
-            if "baseline" in arms:
-                for depth in params["baseline"]["depths"]:
-                    ids += [f"{dataset}/baseline/d{depth}-{kind}-{s}" for kind in params["baseline"]["widths"]]
-            if "dense" in arms:
-                ids.append(f"{dataset}/dense/{s}")
-            for arm in ("sparse", "posthoc"):
-                if arm in arms:
-                    ids += [f"{dataset}/{arm}/lam{lam}-{s}" for lam in params["sweep"]["lambdas"]]
-    return ids
+def _imports(module: str) -> set[str]:
+    """The package modules ``module`` imports (``from . import x``, ``from .x import y``), anywhere in it."""
+    found = set()
+    for node in ast.walk(ast.parse((PACKAGE / f"{module}.py").read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found |= {node.module} if node.module else {alias.name for alias in node.names}
+    return {m for m in found if (PACKAGE / f"{m}.py").is_file()}
 
 
-def run_dir(run_id: str, root: str = "runs") -> str:
-    return f"{root}/{run_id}"
+@cache
+def code_modules(module: str) -> tuple[str, ...]:
+    """``module`` and every package module it reaches through imports, sorted."""
+    seen, todo = set(), [module, *ENTRY_MODULES]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += _imports(name)
+    return tuple(sorted(seen))
 
 
-def dense_checkpoint(dataset: str, seed) -> str:
-    return f"{run_dir(f'{dataset}/dense/s{seed}')}/checkpoint.pt"
+def code_files(module: str, root: Path | None = None) -> list[str]:
+    """The source files a stage runs, relative to the checkout (DVC's deps)."""
+    base = PACKAGE.relative_to(root) if root else Path("src/nonlinear_advantage")
+    return [f"{base}/{m}.py" for m in code_modules(module)]
 
 
-def run_config(params: dict, run_id: str) -> dict:
-    """The trainer's run config for ``run_id`` (docs/interfaces.md, "Run config")."""
-    if run_id not in run_ids(params):
-        known = ", ".join(run_ids(params)[:4])
-        raise UserError(f"run {run_id!r} is not in the plan of these params (runs look like {known}, ...)")
-    dataset, arm, tag = run_id.split("/")
-    seed = int(tag.rsplit("-s", 1)[-1]) if "-" in tag else int(tag[1:])
-    return _config(params, run_id, dataset, arm, tag, seed)
+def code_digest(module: str) -> str:
+    """One sha256 over the source a stage runs (Snakemake's params: a change reruns the stage)."""
+    digest = hashlib.sha256()
+    for name in code_modules(module):
+        digest.update(name.encode() + b"\0" + (PACKAGE / f"{name}.py").read_bytes())
+    return digest.hexdigest()[:16]
 
 
-def _config(params, run_id, dataset, arm, tag, seed) -> dict:
-    model, train = params["model"], params["train"]
-    net = {"arch": model["arch"], "depth": model["depth"], "width": model["width"],
-           "activation": "prelu", "slope_init": model["slope_init"]}
-    lr, epochs, lam, init_from = train["optimizer"]["lr"], params["datasets"][dataset]["epochs"], 0.0, None
-    if arm in ("sparse", "posthoc"):
-        lam_text = tag[len("lam"):].rsplit("-s", 1)[0]
-        lam = next(v for v in params["sweep"]["lambdas"] if str(v) == lam_text)
-    if arm == "posthoc":
-        epochs, lr, init_from = params["posthoc"]["epochs"], params["posthoc"]["lr"], dense_checkpoint(dataset, seed)
-    if arm == "baseline":
-        depth_text, kind = tag.split("-")[:2]
-        depth = int(depth_text[1:])
-        width = model["width"] if kind == "own" else widened_width(params, dataset, depth)
-        net.update(depth=depth, width=width, activation="relu")
-    return {
-        "name": run_id,
-        "data": f"data/prepared/{dataset}.pt",
-        "model": net,
-        "epochs": epochs,
-        "batch_size": train["batch_size"],
-        "optimizer": {**train["optimizer"], "lr": lr},
-        "schedule": dict(train["schedule"]),
-        "lam": float(lam),
-        "proximal": train["proximal"],
-        "eps": float(train["eps"]),
-        "augment": dict(train["augment"]),
-        "seed": seed,
-        **{key: train.get(key, default) for key, default in RUNTIME_DEFAULTS.items()},
-        "init_from": init_from,
-    }
-
-
-# ---- parameter counts without torch ------------------------------------------------------
-
-
-def parameter_count(arch: str, depth: int, width: int, dataset: str, activation: str) -> int:
-    """What ``models.parameter_count(models.build_model(...))`` gives, in closed form."""
-    in_channels, classes = DATASET_SHAPES[dataset]
-    act = 1 if activation == "prelu" else 0  # a PReLU has one slope per channel
-
-    def conv_bn(cin, cout, kernel=3):
-        return cin * cout * kernel * kernel + 2 * cout  # conv (no bias) + BN weight and bias
-
-    total = 0
-    if arch == "resnet":
-        total += conv_bn(in_channels, width) + act * width
-        cin = width
-        for stage, mult in enumerate((1, 2, 4)):
-            for i in range((depth - 2) // 6):
-                cout, stride = width * mult, 2 if stage > 0 and i == 0 else 1
-                total += conv_bn(cin, cout) + conv_bn(cout, cout) + 2 * act * cout
-                if stride != 1 or cin != cout:
-                    total += conv_bn(cin, cout, kernel=1)
-                cin = cout
-    else:
-        convs, cin = depth - 1, in_channels
-        for stage, mult in enumerate((1, 2, 4)):
-            for _ in range(convs // 3 + (1 if stage < convs % 3 else 0)):
-                total += conv_bn(cin, width * mult) + act * width * mult
-                cin = width * mult
-    return total + cin * classes + classes
+# ---- widened baselines ------------------------------------------------------------------------
 
 
 def widened_width(params: dict, dataset: str, depth: int) -> int:
     """Smallest width >= the full net's whose ReLU baseline has at least its parameters."""
-    model = params["model"]
-    target = parameter_count(model["arch"], model["depth"], model["width"], dataset, "prelu")
-    width = model["width"]
-    while parameter_count(model["arch"], depth, width, dataset, "relu") < target:
-        width += 1
-    return width
+    model, ds = params["model"], DATASETS[dataset]
+    args = (ds.shape[0], ds.num_classes)
+    target = architectures.parameter_count(model["arch"], model["depth"], model["width"], *args, "prelu")
+    return architectures.widened_width(model["arch"], depth, target, *args, start=model["width"])
 
 
 # ---- CLI ---------------------------------------------------------------------------------

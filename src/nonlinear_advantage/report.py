@@ -42,7 +42,7 @@ from reportlab.platypus import (
 
 from . import analysis, figures
 from .errors import UserError
-from .io import file_sha256, write_bytes
+from .fileio import file_sha256, write_bytes
 
 PROJECT = "nonlinear-advantage"
 STUDY = ("Mehmeti-Göpel and Disselhoff, “Nonlinear Advantage: Trained Networks Might Not Be As Complex "
@@ -56,8 +56,7 @@ APL_DEFINITION = (
     "Unnormalized APL weights every channel-level path equally. A channel is nonlinear when "
     "|1 − a<sub>c</sub>| &gt; eps."
 )
-SECTIONS = ("Findings", "Accuracy against APL", "Core networks", "Nonlinear advantage",
-            "Training curves", "Tables")
+SECTIONS = ("Findings", *dict.fromkeys(spec.section for spec in figures.FIGURES), "Tables")
 FONT, BOLD = "DejaVuSans", "DejaVuSans-Bold"
 
 
@@ -262,46 +261,18 @@ def _findings_page(df, s, th) -> list:
     return story + [PageBreak()]
 
 
-def _captions(df: pd.DataFrame, th: analysis.Thresholds) -> dict[str, str]:
-    onsets = []
-    for d in analysis.datasets_by_difficulty(df):
-        o = analysis.collapse_onset(df[df.dataset == d], th.tolerance)
-        onsets.append(f"{d}: {o.reason}" if o.apl is None else f"{d}: APL {o.apl:.2f} (λ {o.lam:g})")
-    gaps = []
-    for d in analysis.datasets_by_difficulty(df):
-        g = analysis.matched_apl_gap(df[df.dataset == d])
-        gaps.append(f"{d}: {g.reason}" if g.mean_gap is None else f"{d}: {100 * g.mean_gap:+.2f} pt")
-    return {
-        "accuracy_vs_apl": "Sparse runs from scratch (one point per λ, mean over seeds) against baselines "
-        "of similar depth (squares: own width; triangles: widened to the full network's parameter count; "
-        "dN = depth). Black line: the dense network; grey band: the tolerance of "
-        f"{100 * th.tolerance:g} pt. Dashed: the collapse onset, the smallest APL such that it and every "
-        f"sparse point of larger APL stay within the tolerance. Onsets: {'; '.join(onsets)}.",
-        "core_networks": "Nonlinear channels per activation layer (numbers) and as a fraction of the "
-        "layer's width (colour), for each λ of the from-scratch sparse runs (first seed), from depth.json.",
-        "core_plateau": "Normalized APL and total nonlinear channels against λ (from-scratch sparse, mean "
-        "over seeds). Shaded: the plateau found by the core-network test (spread ≤ "
-        f"{th.plateau:.0%}); dotted: the dense APL.",
-        "nonlinear_advantage": "Post-hoc (dense net, then sparsified) against from-scratch sparse accuracy. "
-        "Shaded: the gap at matched APL on the interpolation grid. Right: mean gap per dataset, ordered by "
-        f"dense test error. Mean gaps: {'; '.join(gaps)}.",
-        "training_curves": "Validation accuracy and fraction of nonlinear channels per epoch for the dense "
-        "run, sparse runs at the smallest, middle and largest λ, and the post-hoc run at the middle λ.",
-    }
-
-
 def build_story(df: pd.DataFrame, figures_dir: Path, th: analysis.Thresholds, **title) -> list:
     s = _styles()
     width = A4[0] - 4 * cm
     story = _title_page(df, s, th=th, **title) + _findings_page(df, s, th)
-    captions = _captions(df, th)
-    sections = {"Accuracy against APL": ["accuracy_vs_apl"], "Core networks": ["core_networks", "core_plateau"],
-                "Nonlinear advantage": ["nonlinear_advantage"], "Training curves": ["training_curves"]}
-    for number, (section, stems) in enumerate(sections.items(), start=2):
+    sections: dict[str, list[figures.FigureSpec]] = {}
+    for spec in figures.FIGURES:
+        sections.setdefault(spec.section, []).append(spec)
+    for number, (section, specs) in enumerate(sections.items(), start=2):
         story.append(Paragraph(f"{number}. {section}", s["Heading1"]))
-        for stem in stems:
-            story += [_figure(figures_dir / f"{stem}.png", width, 11 * cm), Spacer(1, 0.15 * cm),
-                      Paragraph(f"<b>Figure: {escape(figures.FIGURES[stem])}</b> {escape(captions[stem])}",
+        for spec in specs:
+            story += [_figure(figures_dir / f"{spec.stem}.png", width, 11 * cm), Spacer(1, 0.15 * cm),
+                      Paragraph(f"<b>Figure: {escape(spec.title)}</b> {escape(spec.caption(df, th))}",
                                 s["Caption"]), Spacer(1, 0.4 * cm)]
         story.append(PageBreak())
     story.append(Paragraph(f"{len(sections) + 2}. Tables", s["Heading1"]))
@@ -324,8 +295,8 @@ def build_report(summary: Path, figures_dir: Path, out: Path, params: Path | Non
                  th: analysis.Thresholds | None = None) -> Path:
     th = th or analysis.Thresholds()
     df = analysis.load_summary(summary)
-    missing = [figures_dir / f"{stem}.png" for stem in figures.FIGURES
-               if not (figures_dir / f"{stem}.png").is_file()]
+    missing = [figures_dir / f"{spec.stem}.png" for spec in figures.FIGURES
+               if not (figures_dir / f"{spec.stem}.png").is_file()]
     if missing:
         raise UserError(f"figure not found: {missing[0]} (run the figures stage first)")
     params_tree, params_digest = None, "no params file given"

@@ -16,14 +16,14 @@ declared outputs, and the link keeps the last good epoch so the same command res
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,99 +31,32 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from . import io
+from . import architectures, fileio, schemas
 from .depth import depth_summary
 from .errors import UserError
 from .models import build_model, parameter_count
 from .prelu import nonlinearity_penalty, parameter_groups, proximal_step_, sparse_prelus
 
-# Every key a run config may hold, with its default. Types are checked against these.
-DEFAULTS: dict = {
-    "name": "run",
-    "data": None,
-    "model": {"arch": "resnet", "depth": 20, "width": 16, "activation": "prelu", "slope_init": 0.25},
-    "epochs": 10,
-    "batch_size": 128,
-    "optimizer": {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5.0e-4},
-    "schedule": {"kind": "onecycle", "warmup_epochs": 1.0},
-    "lam": 0.0,
-    "proximal": True,
-    "eps": 0.0,
-    "augment": {"flip": False, "crop": 0},
-    "seed": 0,
-    "device": "auto",
-    "precision": "auto",
-    "channels_last": "auto",
-    "compile": "auto",
-    "init_from": None,
-}
-CHOICES = {
-    "model.arch": ("resnet", "plain"),
-    "model.activation": ("prelu", "relu"),
-    "schedule.kind": ("onecycle", "cosine"),
-    "device": ("auto", "cpu", "cuda"),
-    "precision": ("auto", "fp32", "bf16"),
-    "channels_last": ("auto", True, False),
-    "compile": ("auto", True, False),
-}
-NON_NEGATIVE = ("lam", "eps", "optimizer.lr", "optimizer.momentum", "optimizer.weight_decay",
-                "schedule.warmup_epochs", "augment.crop", "seed")
-POSITIVE = ("epochs", "batch_size", "model.depth", "model.width")
 HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
                 "penalty", "nonlinear_channels", "apl_normalized", "apl_unnormalized", "wall_time_s")
 
 
-def _merge_checked(defaults: dict, given: dict, prefix: str = "") -> dict:
-    out = copy.deepcopy(defaults)
-    for key, value in given.items():
-        path = f"{prefix}{key}"
-        if key not in defaults:
-            raise UserError(f"run config: unknown key {path!r} (allowed: {', '.join(defaults)})")
-        default = defaults[key]
-        if isinstance(default, dict):
-            if not isinstance(value, dict):
-                raise UserError(f"run config: {path!r} must be a mapping, got {value!r}")
-            out[key] = _merge_checked(default, value, f"{path}.")
-        elif path in CHOICES:
-            if value not in CHOICES[path]:
-                raise UserError(f"run config: {path!r} must be one of {CHOICES[path]}, got {value!r}")
-            out[key] = value
-        elif default is None or value is None:
-            if value is not None and not isinstance(value, str):
-                raise UserError(f"run config: {path!r} must be a path, got {value!r}")
-            out[key] = value
-        else:
-            kind = float if isinstance(default, float) else type(default)
-            ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
-            if not ok or (kind is not bool and isinstance(value, bool)):
-                raise UserError(f"run config: {path!r} must be {kind.__name__}, got {value!r}")
-            out[key] = float(value) if kind is float else value
-    return out
+def validate_config(given, source: str = "run config", check_files: bool = True) -> dict:
+    """The full run config: the schema's defaults filled in, every key, type, range and file checked.
 
-
-def _get(cfg: dict, dotted: str):
-    for part in dotted.split("."):
-        cfg = cfg[part]
-    return cfg
-
-
-def validate_config(given: dict, check_files: bool = True) -> dict:
-    """The full run config: defaults filled in, every key, type, range and file checked."""
+    ``source`` names the file in messages (``runs/x/config.yaml is invalid: optimizer.lr: ...``).
+    """
     if not isinstance(given, dict):
-        raise UserError(f"run config must be a mapping, got {type(given).__name__}")
-    cfg = _merge_checked(DEFAULTS, given)
-    for key in NON_NEGATIVE:
-        if _get(cfg, key) < 0:
-            raise UserError(f"run config: {key!r} must be >= 0, got {_get(cfg, key)}")
-    for key in POSITIVE:
-        if _get(cfg, key) <= 0:
-            raise UserError(f"run config: {key!r} must be > 0, got {_get(cfg, key)}")
-    if cfg["data"] is None:
-        raise UserError("run config: 'data' (the prepared dataset file) is required")
+        raise UserError(f"{source} must be a mapping, got {type(given).__name__}")
+    cfg = schemas.check(given, schemas.RUN, source)
+    try:
+        architectures.check_depth(cfg["model"]["arch"], cfg["model"]["depth"])
+    except UserError as exc:
+        raise UserError(f"{source} is invalid:\n  model.depth: {exc}") from None
     if check_files:
         for key in ("data", "init_from"):
             if cfg[key] is not None and not Path(cfg[key]).is_file():
-                raise UserError(f"run config: {key!r}: file not found: {cfg[key]}")
+                raise UserError(f"{source}: {key}: file not found: {cfg[key]}")
     return cfg
 
 
@@ -135,7 +68,7 @@ def config_digest(cfg: dict, resolved: dict | None = None) -> str:
     that ``auto`` resolved to on this machine (a GPU run requeued on a CPU starts afresh).
     """
     keep = {k: v for k, v in cfg.items() if k not in ("name",)}
-    keep["files"] = {key: cfg[key] and io.file_sha256(cfg[key]) for key in ("data", "init_from")}
+    keep["files"] = {key: cfg[key] and fileio.file_sha256(cfg[key]) for key in ("data", "init_from")}
     keep["resolved"] = resolved or {}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -164,8 +97,8 @@ def model_from_checkpoint(ckpt: dict) -> nn.Module:
 
 def _save_checkpoint(out: Path, state: dict) -> None:
     ckpt, resume = out / "checkpoint.pt", out / ".resume.pt"
-    io.torch_save(state, ckpt)
-    with io.atomic_path(resume) as tmp:
+    fileio.torch_save(state, ckpt)
+    with fileio.atomic_path(resume) as tmp:
         tmp.unlink()
         _link_or_copy(ckpt, tmp)
 
@@ -298,35 +231,60 @@ class _Progress:
 
 
 def _write_history(out: Path, history: list[dict]) -> None:
-    io.write_text(out / "history.csv", io.csv_text(history, HISTORY_KEYS))
+    fileio.write_text(out / "history.csv", fileio.csv_text(history, HISTORY_KEYS))
 
 
-def train(config: dict, out_dir: str | os.PathLike, *, progress: bool = True) -> dict:
-    """Run (or resume) one training run; returns the final metrics."""
-    cfg = validate_config(config)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    name = cfg["name"]
-    device = resolve_device(cfg["device"])
+@dataclass
+class Session:
+    """What one run carries from epoch to epoch."""
+
+    cfg: dict
+    out: Path
+    device: torch.device
+    settings: dict  # what "auto" resolved to here: bf16, channels_last, compile
+    splits: dict[str, Split]
+    info: dict
+    model: nn.Module
+    forward: Callable  # the model, compiled where that pays
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    digest: str
+    batch_size: int
+    steps_per_epoch: int
+    n_slopes: int
+    start_epoch: int = 0
+    step: int = 0
+    history: list = field(default_factory=list)
+    wall_before: float = 0.0  # training seconds of the epochs before a resume
+    train_time: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.cfg["name"]
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings["bf16"])
+
+    def example(self) -> torch.Tensor:
+        return self.splits["train"].x[:1]
+
+
+def resolve_settings(cfg: dict, device: torch.device) -> dict:
+    """bf16 and torch.compile on CUDA only; channels_last everywhere unless switched off.
+
+    oneDNN convs on the CPU run ~2x faster in channels_last (benchmarks/bench_trainer.py
+    --settings), at the same accuracy.
+    """
     on_cuda = device.type == "cuda"
-    use_bf16 = cfg["precision"] == "bf16" or (cfg["precision"] == "auto" and on_cuda)
-    # channels_last is on by default everywhere: oneDNN convs on the CPU run ~2x faster in it
-    # (benchmarks/bench_trainer.py --settings), at the same accuracy.
-    channels_last = cfg["channels_last"] in (True, "auto")
-    use_compile = cfg["compile"] is True or (cfg["compile"] == "auto" and on_cuda)
+    return {"bf16": cfg["precision"] == "bf16" or (cfg["precision"] == "auto" and on_cuda),
+            "channels_last": cfg["channels_last"] in (True, "auto"),
+            "compile": cfg["compile"] is True or (cfg["compile"] == "auto" and on_cuda)}
 
-    def autocast():
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
-    splits, info = load_splits(cfg["data"], device)
-    train_set = splits["train"]
-    n_train = len(train_set.y)
-    batch_size = min(cfg["batch_size"], n_train)
-    steps_per_epoch = n_train // batch_size  # drop the ragged tail: BatchNorm needs >1 sample
-    total_steps = steps_per_epoch * cfg["epochs"]
-
-    torch.manual_seed(cfg["seed"])
+def build(cfg: dict, info: dict) -> nn.Module:
+    """The run's network, with the weights of ``init_from`` when it has one."""
     m = cfg["model"]
+    torch.manual_seed(cfg["seed"])
     try:
         model = build_model(m["arch"], depth=m["depth"], width=m["width"], in_channels=info["input_shape"][0],
                             num_classes=info["num_classes"], activation=m["activation"],
@@ -338,115 +296,136 @@ def train(config: dict, out_dir: str | os.PathLike, *, progress: bool = True) ->
         try:
             model.load_state_dict(source["model"])
         except (RuntimeError, KeyError) as exc:
-            raise UserError(f"run {name}: init_from {cfg['init_from']} does not fit this model: "
+            raise UserError(f"run {cfg['name']}: init_from {cfg['init_from']} does not fit this model: "
                             f"{str(exc).splitlines()[0]}") from None
-    model.to(device)
-    if channels_last:
+    return model
+
+
+def setup(cfg: dict, out: Path) -> Session:
+    """Data on the device, the model, the optimiser; resumed from ``.resume.pt`` when it is this run's."""
+    device = resolve_device(cfg["device"])
+    settings = resolve_settings(cfg, device)
+    splits, info = load_splits(cfg["data"], device)
+    n_train = len(splits["train"].y)
+    batch_size = min(cfg["batch_size"], n_train)
+    model = build(cfg, info).to(device)
+    if settings["channels_last"]:
         model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(parameter_groups(model, cfg["optimizer"]["weight_decay"]), lr=cfg["optimizer"]["lr"],
-                          momentum=cfg["optimizer"]["momentum"], nesterov=cfg["optimizer"]["nesterov"])
-    gen = torch.Generator().manual_seed(cfg["seed"])
-    digest = config_digest(cfg, {"device": device.type, "bf16": use_bf16, "channels_last": channels_last,
-                                 "compile": use_compile})
-    start_epoch, step, history, wall_before = 0, 0, [], 0.0
+    o = cfg["optimizer"]
+    opt = torch.optim.SGD(parameter_groups(model, o["weight_decay"]), lr=o["lr"], momentum=o["momentum"],
+                          nesterov=o["nesterov"])
+    session = Session(
+        cfg=cfg, out=out, device=device, settings=settings, splits=splits, info=info, model=model,
+        forward=torch.compile(model, mode="reduce-overhead") if settings["compile"] else model, opt=opt,
+        gen=torch.Generator().manual_seed(cfg["seed"]), digest=config_digest(cfg, {"device": device.type, **settings}),
+        batch_size=batch_size, steps_per_epoch=n_train // batch_size,  # drop the ragged tail: BatchNorm needs >1
+        n_slopes=sum(a.slope.numel() for a in sparse_prelus(model)),
+    )
+    _resume(session)
+    return session
 
-    resume = out / ".resume.pt"
-    if resume.exists():
-        ckpt = load_checkpoint(resume)
-        if ckpt.get("config_digest") == digest:
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            gen.set_state(ckpt["generator"])
-            torch.set_rng_state(ckpt["torch_rng"])
-            start_epoch, step, history = ckpt["epoch"], ckpt["step"], ckpt["history"]
-            wall_before = ckpt["wall_time_s"]
-            print(f"[{name}] resuming from {resume} after epoch {start_epoch}", file=sys.stderr)
-        else:
-            print(f"[{name}] ignoring {resume}: it belongs to a different config", file=sys.stderr)
 
-    io.write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
-    n_slopes = sum(p.numel() for p in (a.slope for a in sparse_prelus(model)))
-    example = train_set.x[:1]
-    forward = torch.compile(model, mode="reduce-overhead") if use_compile else model
-    bar = _Progress(name, cfg["epochs"], start_epoch) if progress else None
-    train_time, depth = 0.0, None
+def _resume(s: Session) -> None:
+    resume = s.out / ".resume.pt"
+    if not resume.exists():
+        return
+    ckpt = load_checkpoint(resume)
+    if ckpt.get("config_digest") != s.digest:
+        print(f"[{s.name}] ignoring {resume}: it belongs to a different config", file=sys.stderr)
+        return
+    s.model.load_state_dict(ckpt["model"])
+    s.opt.load_state_dict(ckpt["optimizer"])
+    s.gen.set_state(ckpt["generator"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    s.start_epoch, s.step, s.history, s.wall_before = ckpt["epoch"], ckpt["step"], ckpt["history"], ckpt["wall_time_s"]
+    print(f"[{s.name}] resuming from {resume} after epoch {s.start_epoch}", file=sys.stderr)
 
-    for epoch in range(start_epoch, cfg["epochs"]):
-        t0 = time.perf_counter()
-        model.train()
-        order = torch.randperm(n_train, generator=gen).to(device)
-        draws = draw_augmentation(n_train, cfg["augment"]["flip"], cfg["augment"]["crop"], gen, device)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        for i in range(steps_per_epoch):
-            idx = order[i * batch_size:(i + 1) * batch_size]
-            x, y = train_set.x[idx], train_set.y[idx]
-            if draws:
-                x = augment(x, {k: v[i * batch_size:(i + 1) * batch_size] for k, v in draws.items()},
-                            cfg["augment"]["crop"])
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            lr = lr_at(cfg, step, total_steps, steps_per_epoch)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            with autocast():
-                logits = forward(x).float()
-            loss = F.cross_entropy(logits, y)
-            objective = loss
-            if cfg["lam"] > 0 and not cfg["proximal"]:
-                objective = loss + cfg["lam"] * nonlinearity_penalty(model)
-            opt.zero_grad(set_to_none=True)
-            objective.backward()
-            opt.step()
-            if cfg["lam"] > 0 and cfg["proximal"] and n_slopes:
-                # The prox of lr * lam * mean|1-a| shrinks each a_c - 1 by lr * lam / n_slopes.
-                proximal_step_(model, lr * cfg["lam"] / n_slopes)
-            loss_sum += loss.detach().double() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            step += 1
-        seen = steps_per_epoch * batch_size
-        train_loss = float(loss_sum) / seen
-        train_time += time.perf_counter() - t0
-        if not math.isfinite(train_loss):
-            raise Diverged(f"run {name} diverged in epoch {epoch + 1}: training loss is {train_loss}; "
-                           f"the last good checkpoint (epoch {epoch}) is kept in {out}")
-        val_loss, val_acc = evaluate(model, splits["val"], batch_size, autocast)
-        test_loss, test_acc = evaluate(model, splits["test"], batch_size, autocast)
-        depth = depth_summary(model, example, eps=cfg["eps"])
-        row = {
-            "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_acc": float(correct) / seen,
-            "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
-            "penalty": float(nonlinearity_penalty(model).detach()), "nonlinear_channels": depth["nonlinear_channels"],
-            "apl_normalized": depth["apl_normalized"], "apl_unnormalized": depth["apl_unnormalized"],
-            "wall_time_s": wall_before + train_time,
-        }
-        history.append(row)
-        state = {
-            "config": cfg, "config_digest": digest, "epoch": epoch + 1, "step": step,
-            "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-            "history": history, "wall_time_s": wall_before + train_time,
-            "input_shape": info["input_shape"], "num_classes": info["num_classes"], "dataset": info["dataset"],
-        }
-        _save_checkpoint(out, state)
-        _write_history(out, history)
-        if bar:
-            bar.epoch(row)
-    if bar:
-        bar.close()
+
+def train_epoch(s: Session) -> dict:
+    """One pass over the training split: SGD steps, each followed by the proximal step of the prior."""
+    cfg, train_set = s.cfg, s.splits["train"]
+    s.model.train()
+    n, batch = len(train_set.y), s.batch_size
+    order = torch.randperm(n, generator=s.gen).to(s.device)
+    draws = draw_augmentation(n, cfg["augment"]["flip"], cfg["augment"]["crop"], s.gen, s.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=s.device)
+    correct = torch.zeros((), dtype=torch.int64, device=s.device)
+    total_steps = s.steps_per_epoch * cfg["epochs"]
+    for i in range(s.steps_per_epoch):
+        idx = order[i * batch:(i + 1) * batch]
+        x, y = train_set.x[idx], train_set.y[idx]
+        if draws:
+            x = augment(x, {k: v[i * batch:(i + 1) * batch] for k, v in draws.items()}, cfg["augment"]["crop"])
+        if s.settings["channels_last"]:
+            x = x.contiguous(memory_format=torch.channels_last)
+        lr = lr_at(cfg, s.step, total_steps, s.steps_per_epoch)
+        for group in s.opt.param_groups:
+            group["lr"] = lr
+        with s.autocast():
+            logits = s.forward(x).float()
+        loss = F.cross_entropy(logits, y)
+        objective = loss
+        if cfg["lam"] > 0 and not cfg["proximal"]:
+            objective = loss + cfg["lam"] * nonlinearity_penalty(s.model)
+        s.opt.zero_grad(set_to_none=True)
+        objective.backward()
+        s.opt.step()
+        if cfg["lam"] > 0 and cfg["proximal"] and s.n_slopes:
+            # The prox of lr * lam * mean|1-a| shrinks each a_c - 1 by lr * lam / n_slopes.
+            proximal_step_(s.model, lr * cfg["lam"] / s.n_slopes)
+        loss_sum += loss.detach().double() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        s.step += 1
+    seen = s.steps_per_epoch * batch
+    return {"lr": lr, "train_loss": float(loss_sum) / seen, "train_acc": float(correct) / seen}
+
+
+def evaluate_epoch(s: Session, epoch: int, stats: dict) -> tuple[dict, dict]:
+    """The history row of an epoch (validation, test, penalty, depth) and the depth summary."""
+    if not math.isfinite(stats["train_loss"]):
+        raise Diverged(f"run {s.name} diverged in epoch {epoch + 1}: training loss is {stats['train_loss']}; "
+                       f"the last good checkpoint (epoch {epoch}) is kept in {s.out}")
+    val_loss, val_acc = evaluate(s.model, s.splits["val"], s.batch_size, s.autocast)
+    test_loss, test_acc = evaluate(s.model, s.splits["test"], s.batch_size, s.autocast)
+    depth = depth_summary(s.model, s.example(), eps=s.cfg["eps"])
+    row = {
+        "epoch": epoch + 1, **stats, "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss,
+        "test_acc": test_acc, "penalty": float(nonlinearity_penalty(s.model).detach()),
+        "nonlinear_channels": depth["nonlinear_channels"], "apl_normalized": depth["apl_normalized"],
+        "apl_unnormalized": depth["apl_unnormalized"], "wall_time_s": s.wall_before + s.train_time,
+    }
+    return {k: row[k] for k in HISTORY_KEYS}, depth
+
+
+def save_checkpoint(s: Session) -> None:
+    """checkpoint.pt (and the .resume.pt link) after an epoch, then history.csv: atomically."""
+    last = s.history[-1]
+    state = {
+        "config": s.cfg, "config_digest": s.digest, "epoch": last["epoch"], "step": s.step,
+        "model": s.model.state_dict(), "optimizer": s.opt.state_dict(),
+        "generator": s.gen.get_state(), "torch_rng": torch.get_rng_state(),
+        "history": s.history, "wall_time_s": last["wall_time_s"],
+        "input_shape": s.info["input_shape"], "num_classes": s.info["num_classes"], "dataset": s.info["dataset"],
+    }
+    _save_checkpoint(s.out, state)
+    _write_history(s.out, s.history)
+
+
+def finish(s: Session, depth: dict | None) -> dict:
+    """metrics.json from the last epoch; outputs restored when resumed after the last epoch."""
+    resume = s.out / ".resume.pt"
     if depth is None:
-        # Resumed after the last epoch (killed before metrics.json): the loop did not run, and
-        # Snakemake may have deleted the job's outputs. Restore them from the resume link.
-        if not (out / "checkpoint.pt").exists():
-            _link_or_copy(resume, out / "checkpoint.pt")
-        _write_history(out, history)
-        depth = depth_summary(model, example, eps=cfg["eps"])
-
-    model.eval()
-    train_loss, train_acc = evaluate(model, train_set, batch_size, autocast)
-    last = history[-1]
+        # Resumed after the last epoch (killed before metrics.json): no epoch ran, and Snakemake
+        # may have deleted the job's outputs. Restore them from the resume link.
+        if not (s.out / "checkpoint.pt").exists():
+            _link_or_copy(resume, s.out / "checkpoint.pt")
+        _write_history(s.out, s.history)
+        depth = depth_summary(s.model, s.example(), eps=s.cfg["eps"])
+    s.model.eval()
+    train_loss, train_acc = evaluate(s.model, s.splits["train"], s.batch_size, s.autocast)
+    last, cfg = s.history[-1], s.cfg
     metrics = {
-        "name": name, "dataset": info["dataset"], "arm": name.split("/")[1] if name.count("/") == 2 else None,
+        "name": s.name, "dataset": s.info["dataset"], "arm": cfg["fields"].get("arm"),
         "lam": cfg["lam"], "seed": cfg["seed"],
         "test_acc": last["test_acc"], "test_loss": last["test_loss"],
         "val_acc": last["val_acc"], "val_loss": last["val_loss"],
@@ -455,38 +434,63 @@ def train(config: dict, out_dir: str | os.PathLike, *, progress: bool = True) ->
         "nonlinear_channels": depth["nonlinear_channels"], "total_channels": depth["total_channels"],
         "nonlinear_per_layer": [row["nonlinear"] for row in depth["layers"]],
         "apl_normalized": depth["apl_normalized"], "apl_unnormalized": depth["apl_unnormalized"],
-        "params": parameter_count(model), "epochs": cfg["epochs"],
+        "params": parameter_count(s.model), "epochs": cfg["epochs"],
         "wall_time_s": last["wall_time_s"],
-        "images_per_s": (cfg["epochs"] - start_epoch) * steps_per_epoch * batch_size / max(train_time, 1e-9),
+        "images_per_s": (cfg["epochs"] - s.start_epoch) * s.steps_per_epoch * s.batch_size
+        / max(s.train_time, 1e-9),
     }
-    io.write_json(out / "metrics.json", metrics)
+    fileio.write_json(s.out / "metrics.json", metrics)
     resume.unlink(missing_ok=True)  # the run is complete: nothing to resume
     return metrics
 
 
+def train(config: dict, out_dir: str | os.PathLike, *, progress: bool = True, source: str = "run config") -> dict:
+    """Run (or resume) one training run; returns the final metrics."""
+    cfg = validate_config(config, source)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    s = setup(cfg, out)
+    fileio.write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+    bar = _Progress(s.name, cfg["epochs"], s.start_epoch) if progress else None
+    depth = None
+    for epoch in range(s.start_epoch, cfg["epochs"]):
+        t0 = time.perf_counter()
+        stats = train_epoch(s)
+        s.train_time += time.perf_counter() - t0
+        row, depth = evaluate_epoch(s, epoch, stats)
+        s.history.append(row)
+        save_checkpoint(s)
+        if bar:
+            bar.epoch(row)
+    if bar:
+        bar.close()
+    return finish(s, depth)
+
+
 # ---------------------------------------------------------------------------- CLI
 
-def load_run_config(args) -> dict:
+def load_run_config(args) -> tuple[dict, str]:
+    """The run config and the name of where it came from, for messages."""
     if args.config:
         path = Path(args.config)
         if not path.is_file():
             raise UserError(f"run config not found: {path}")
         try:
-            return yaml.safe_load(path.read_text()) or {}
+            return yaml.safe_load(path.read_text()) or {}, str(path)
         except yaml.YAMLError as exc:
             raise UserError(f"run config {path} is not valid YAML: {exc}") from None
     if not args.run:
         raise UserError("--params needs --run RUN_ID (e.g. digits/sparse/lam0.01-s0)")
     from .plan import load_params, run_config
 
-    return run_config(load_params(args.params), args.run)
+    return run_config(load_params(args.params), args.run), f"run {args.run} of {args.params}"
 
 
 def _cli(args) -> int:
-    config = load_run_config(args)
+    config, source = load_run_config(args)
     if args.device:
         config["device"] = args.device
-    metrics = train(config, args.out)
+    metrics = train(config, args.out, source=source)
     print(json.dumps({k: metrics[k] for k in ("name", "test_acc", "nonlinear_channels", "apl_normalized")}))
     return 0
 

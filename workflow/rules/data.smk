@@ -12,6 +12,8 @@ rule download:
     threads: 1
     resources:
         mem_mb=2000,
+    params:
+        code=plan.code_digest("data"),
     shell:
         "python -m nonlinear_advantage download {wildcards.dataset} --out {output} > {log} 2>&1"
 
@@ -32,5 +34,6 @@ rule prepare:
         mem_mb=4000,
     params:
         split=lambda wildcards: plan.prepare_args(config, wildcards.dataset),
+        code=plan.code_digest("data"),
     shell:
         "python -m nonlinear_advantage prepare {wildcards.dataset} --raw {input} --out {output} {params.split} > {log} 2>&1"

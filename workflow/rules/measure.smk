@@ -6,12 +6,12 @@ rule measure:
         "runs/{run}/depth.json",
     log:
         "logs/measure/{run}.log",
-    wildcard_constraints:
-        run=r"[a-z0-9_]+/(baseline|dense|sparse|posthoc)/[^/]+",
     conda:
         "../envs/train.yaml"
     threads: 1
     resources:
         mem_mb=2000,
+    params:
+        code=plan.code_digest("measure"),
     shell:
         "python -m nonlinear_advantage measure --run runs/{wildcards.run} --out {output} > {log} 2>&1"

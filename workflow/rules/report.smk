@@ -12,9 +12,9 @@ rule aggregate:
     resources:
         mem_mb=2000,
     params:
-        params_file=PARAMS_FILE,
+        code=plan.code_digest("aggregate"),
     shell:
-        "python -m nonlinear_advantage aggregate --params {params.params_file} --out {output.summary}"
+        "python -m nonlinear_advantage aggregate --params {PARAMS_FILE} --out {output.summary}"
         " --curves {output.curves} runs > {log} 2>&1"
 
 
@@ -37,6 +37,8 @@ rule figures:
     threads: 1
     resources:
         mem_mb=2000,
+    params:
+        code=plan.code_digest("figures"),
     shell:
         "python -m nonlinear_advantage figures --summary results/summary.csv --runs runs --out {output} > {log} 2>&1"
 
@@ -55,7 +57,7 @@ rule report:
     resources:
         mem_mb=2000,
     params:
-        params_file=PARAMS_FILE,
+        code=plan.code_digest("report"),
     shell:
         "python -m nonlinear_advantage report --summary {input.summary} --figures {input.figures}"
-        " --params {params.params_file} --out {output} > {log} 2>&1"
+        " --params {PARAMS_FILE} --out {output} > {log} 2>&1"

@@ -1,26 +1,16 @@
-# One rule per arm. Each job's params carry its resolved run config, so Snakemake's params
-# trigger reruns exactly the runs whose config changed; params.yaml itself is no input.
-
-TRAIN_CMD = (
-    "python -m nonlinear_advantage train --params {params.params_file} --run {params.run} --out runs/{params.run}"
-    " > {log} 2>&1"
-)
+# Every arm of the plan's arm table trains through this one rule. Its inputs (the prepared
+# data, and the checkpoint a post-hoc run starts from) come from the plan; its params carry
+# the resolved run config and the digest of the code it runs, so a changed run, or a changed
+# trainer, reruns exactly what it changes. The params file's path is no param (see Snakefile).
 
 
-wildcard_constraints:
-    seed=r"\d+",
-    lam=r"[0-9][0-9.e+-]*",
-    depth=r"\d+",
-    kind="own|wide",
-
-
-rule train_baseline:
+rule train:
     input:
-        data="data/prepared/{dataset}.pt",
+        unpack(lambda wildcards: plan.run_inputs(config, wildcards.run)),
     output:
-        **plan.train_outputs(plan.RUN_PATTERNS["baseline"]),
+        **plan.train_outputs("{run}"),
     log:
-        "logs/train/{dataset}/baseline/d{depth}-{kind}-s{seed}.log",
+        "logs/train/{run}.log",
     conda:
         "../envs/train.yaml"
     threads: 1
@@ -28,84 +18,9 @@ rule train_baseline:
         mem_mb=4000,
         gpu=1,
     params:
-        params_file=PARAMS_FILE,
-        run=plan.RUN_PATTERNS["baseline"],
         # A function of the wildcards only: Snakemake's params trigger ignores ones of the output.
-        config=lambda wildcards: plan.run_config(
-            config, plan.RUN_PATTERNS["baseline"].format(**wildcards)
-        ),
+        config=lambda wildcards: plan.run_config(config, wildcards.run),
+        code=plan.code_digest("trainer"),
     shell:
-        TRAIN_CMD
-
-
-rule train_dense:
-    input:
-        data="data/prepared/{dataset}.pt",
-    output:
-        **plan.train_outputs(plan.RUN_PATTERNS["dense"]),
-    log:
-        "logs/train/{dataset}/dense/s{seed}.log",
-    conda:
-        "../envs/train.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        gpu=1,
-    params:
-        params_file=PARAMS_FILE,
-        run=plan.RUN_PATTERNS["dense"],
-        # A function of the wildcards only: Snakemake's params trigger ignores ones of the output.
-        config=lambda wildcards: plan.run_config(
-            config, plan.RUN_PATTERNS["dense"].format(**wildcards)
-        ),
-    shell:
-        TRAIN_CMD
-
-
-rule train_sparse:
-    input:
-        data="data/prepared/{dataset}.pt",
-    output:
-        **plan.train_outputs(plan.RUN_PATTERNS["sparse"]),
-    log:
-        "logs/train/{dataset}/sparse/lam{lam}-s{seed}.log",
-    conda:
-        "../envs/train.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        gpu=1,
-    params:
-        params_file=PARAMS_FILE,
-        run=plan.RUN_PATTERNS["sparse"],
-        # A function of the wildcards only: Snakemake's params trigger ignores ones of the output.
-        config=lambda wildcards: plan.run_config(
-            config, plan.RUN_PATTERNS["sparse"].format(**wildcards)
-        ),
-    shell:
-        TRAIN_CMD
-
-
-rule train_posthoc:
-    input:
-        data="data/prepared/{dataset}.pt",
-        dense="runs/{dataset}/dense/s{seed}/checkpoint.pt",
-    output:
-        **plan.train_outputs(plan.RUN_PATTERNS["posthoc"]),
-    log:
-        "logs/train/{dataset}/posthoc/lam{lam}-s{seed}.log",
-    conda:
-        "../envs/train.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        gpu=1,
-    params:
-        params_file=PARAMS_FILE,
-        run=plan.RUN_PATTERNS["posthoc"],
-        # A function of the wildcards only: Snakemake's params trigger ignores ones of the output.
-        config=lambda wildcards: plan.run_config(
-            config, plan.RUN_PATTERNS["posthoc"].format(**wildcards)
-        ),
-    shell:
-        TRAIN_CMD
+        "python -m nonlinear_advantage train --params {PARAMS_FILE} --run {wildcards.run}"
+        " --out runs/{wildcards.run} > {log} 2>&1"

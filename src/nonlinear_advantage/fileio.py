@@ -1,4 +1,6 @@
-"""Atomic writes (a temporary file in the same directory, then ``os.replace``), and the
+"""File helpers shared by the stages (named so as not to shadow the standard ``io``).
+
+Atomic writes (a temporary file in the same directory, then ``os.replace``), and the
 small file helpers the stages share: CSV text and file digests."""
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-
-import torch
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -50,6 +50,8 @@ def write_json(path, obj) -> None:
 
 
 def torch_save(obj, path) -> None:
+    import torch  # here, not at the top: the analysis stages use this module without torch
+
     # Through a buffer: torch.save names the zip's root folder after the file it writes,
     # and a random temporary name would make identical objects give different bytes.
     buffer = io.BytesIO()
