@@ -1,4 +1,4 @@
-"""A synthetic but realistic study on disk, in the layout of docs/interfaces.md.
+"""A synthetic but realistic study on disk, written by the pipeline's own writers (trainer, aggregate).
 
 Two datasets (an easy one and a harder one), a ResNet-20 (width 8) trained dense, sparse at
 5 λ and post-hoc at the same 5 λ, and plain ReLU baselines at 3 depths, own width and
@@ -9,13 +9,13 @@ channels form a core of nearly constant size over the middle of the sweep.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
+
+from nonlinear_advantage import aggregate, fileio, trainer
 
 LAMS = (0.001, 0.003, 0.01, 0.03, 0.1)
 EPOCHS = 6
@@ -26,7 +26,7 @@ DATASETS = {
     "fashion_mnist": dict(dense=0.900, chance=0.1, scale=1.0, advantage=0.4,
                           keep=(0.9, 0.40, 0.36, 0.33, 0.1)),
 }
-BASELINE_DEPTHS = (3, 4, 6)
+BASELINE_DEPTHS = (4, 5, 7)  # plain nets: depth − 1 activation layers
 RESNET_PARAMS = 78_042
 
 
@@ -55,20 +55,25 @@ def _accuracy(spec: dict, apl: float, scale: float) -> float:
     return spec["chance"] + (spec["dense"] - spec["chance"]) * (1 - math.exp(-apl / scale))
 
 
-def _write_run(root: Path, row: dict, layers: list[dict], rng: np.random.Generator) -> None:
+def _write_run(root: Path, row: dict, layers: list[dict], rng: np.random.Generator) -> Path:
+    """One run directory, written by the trainer's and measure's own writers (their column contract)."""
     run_dir = root / row["run"]
     run_dir.mkdir(parents=True, exist_ok=True)
-    metrics = {k: row[k] for k in ("dataset", "arm", "test_acc", "train_acc", "val_acc", "test_loss",
-                                   "penalty", "nonlinear_channels", "total_channels", "apl_normalized",
-                                   "apl_unnormalized", "params", "epochs", "wall_time_s",
-                                   "images_per_s", "lam", "seed")}
+    fields = {"arm": row["arm"], "dataset": row["dataset"], "seed": row["seed"]}
+    fields |= {"lam": row["lam"]} if row["arm"] in ("sparse", "posthoc") else {}
+    fields |= {"depth": row["depth"], "kind": "wide" if row["widened"] else "own"} if row["arm"] == "baseline" else {}
+    config = trainer.validate_config(dict(
+        name=row["run"], fields=fields, data=f"data/prepared/{row['dataset']}.pt", epochs=EPOCHS, lam=row["lam"],
+        seed=row["seed"], model=dict(arch=row["arch"], depth=row["depth"], width=row["width"],
+                                     activation=row["activation"], slope_init=0.25)), check_files=False)
+    trainer.write_config(run_dir, config)
+    metrics = {k: row[k] for k in trainer.METRICS_KEYS if k in row}
     metrics.update(name=row["run"], train_loss=0.1, val_loss=0.2,
                    nonlinear_per_layer=[lay["nonlinear"] for lay in layers])
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    trainer.write_metrics(run_dir, metrics)
     depth = {k: row[k] for k in ("apl_normalized", "apl_unnormalized", "eps", "nonlinear_channels",
                                  "total_channels")}
-    depth["layers"] = layers
-    (run_dir / "depth.json").write_text(json.dumps(depth, indent=2))
+    fileio.write_json(run_dir / "depth.json", {"run": row["run"], **depth, "layers": layers})
     t = np.arange(1, EPOCHS + 1)
     rise = 1 - np.exp(-t / 1.5)
     history = pd.DataFrame({
@@ -76,22 +81,21 @@ def _write_run(root: Path, row: dict, layers: list[dict], rng: np.random.Generat
         "train_loss": 2.3 * np.exp(-t / 1.5) + 0.05, "val_loss": 2.3 * np.exp(-t / 1.7) + 0.1,
         "train_acc": 0.1 + (row["train_acc"] - 0.1) * rise,
         "val_acc": 0.1 + (row["val_acc"] - 0.1) * rise + rng.normal(0, 0.003, EPOCHS),
+        "test_loss": 2.3 * np.exp(-t / 1.7) + 0.12, "test_acc": 0.1 + (row["test_acc"] - 0.1) * rise,
         "penalty": row["penalty"] * (1 + np.exp(-t)),
         "nonlinear_channels": np.round(row["total_channels"] - (row["total_channels"]
                                        - row["nonlinear_channels"]) * rise).astype(int),
         "total_channels": row["total_channels"], "apl_normalized": row["apl_normalized"],
+        "apl_unnormalized": row["apl_unnormalized"], "wall_time_s": row["wall_time_s"] * t / EPOCHS,
     })
-    history.to_csv(run_dir / "history.csv", index=False)
-    config = dict(name=row["run"], model=dict(arch=row["arch"], depth=row["depth"], width=row["width"],
-                                              activation=row["activation"], slope_init=0.25),
-                  epochs=EPOCHS, lam=row["lam"], proximal=True, eps=0.0, seed=row["seed"])
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=True))
+    trainer._write_history(run_dir, history.to_dict("records"))
+    return run_dir
 
 
 def write_study(root: Path) -> Path:
     """Write ``root/runs/...`` and ``root/results/summary.csv``; return the summary's path."""
     rng = np.random.default_rng(0)
-    runs, rows = root / "runs", []
+    runs, run_dirs = root / "runs", []
 
     def add(dataset, arm, tag, arch, depth, width, activation, widened, lam, seed, layers, acc, params):
         apl = sum(lay["contribution"] for lay in layers)
@@ -105,8 +109,7 @@ def write_study(root: Path) -> Path:
                    apl_normalized=round(apl, 4), apl_unnormalized=round(1.2 * apl, 4), eps=0.0,
                    epochs=EPOCHS, wall_time_s=round(30 + 10 * rng.random(), 2),
                    images_per_s=round(5000 + 500 * rng.random(), 1))
-        rows.append(row)
-        _write_run(runs, row, layers, rng)
+        run_dirs.append(_write_run(runs, row, layers, rng))
 
     full = resnet20_layers()
     for dataset, spec in DATASETS.items():
@@ -135,8 +138,7 @@ def write_study(root: Path) -> Path:
                 add(dataset, "baseline", tag, "plain", depth, width, "relu", widened, 0.0, 0, layers,
                     acc, params)
     summary = root / "results" / "summary.csv"
-    summary.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(summary, index=False)
+    aggregate.aggregate(run_dirs, summary, root / "results" / "curves.csv")  # the pipeline's own writer
     return summary
 
 

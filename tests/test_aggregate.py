@@ -4,20 +4,26 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
-from nonlinear_advantage import aggregate
+from nonlinear_advantage import aggregate, plan
 from nonlinear_advantage.errors import UserError
 
 
-def make_run(root, name, lam=0.0, width=4, activation="prelu"):
+TINY = yaml.safe_load((Path(__file__).parent / "fixtures" / "tiny_params.yaml").read_text())
+
+
+def make_run(root, name, lam=0.0, width=4, activation="prelu", params=None):
+    """A finished run's files; its config is the plan's own (fields and all)."""
     run = root / name
     run.mkdir(parents=True)
-    depth = int(name.split("/d")[1].split("-")[0]) if "/baseline/" in name else 14
-    model = {"arch": "resnet", "depth": depth, "width": width, "activation": activation, "slope_init": 0.25}
-    (run / "config.yaml").write_text(yaml.safe_dump({"name": name, "model": model, "lam": lam, "seed": 0}))
+    if params is None:
+        params = {**TINY, "sweep": {"lambdas": [0.01, 0.1, 0.5]}}
+    config = plan.run_config(params, name)
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
     metrics = {k: 1.0 for k in aggregate.FROM_METRICS} | {"params": 1000, "epochs": 1, "test_acc": 0.5 + lam}
     (run / "metrics.json").write_text(json.dumps(metrics))
     depth_json = {"nonlinear_channels": 3, "total_channels": 8, "apl_normalized": 2.5,

@@ -2,12 +2,15 @@ import pytest
 import torch
 from torch import nn
 
+from nonlinear_advantage import architectures
+from nonlinear_advantage.architectures import ARCHITECTURES
+from nonlinear_advantage.datasets import DATASETS
+from nonlinear_advantage.errors import UserError
 from nonlinear_advantage.models import (
     ReLU,
     activation_layers,
     build_model,
     parameter_count,
-    widen_to_match,
 )
 from nonlinear_advantage.prelu import SparsePReLU
 
@@ -55,6 +58,51 @@ def test_bad_arguments_name_the_allowed_values(kwargs, fragment):
     arch = kwargs.pop("arch")
     with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
         build_model(arch, width=4, in_channels=3, num_classes=10, **kwargs)
+
+
+def widen_to_match(arch: str, depth: int, width: int, target_params: int, **kwargs) -> int:
+    """The oracle for architectures.widened_width: builds every candidate network."""
+    while parameter_count(build_model(arch, depth=depth, width=width, **kwargs)) < target_params:
+        width += 1
+    return width
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("dataset", ["digits", "cifar100"])
+@pytest.mark.parametrize("activation", ["prelu", "relu"])
+def test_registry_parameter_count_agrees_with_the_built_model(arch, dataset, activation):
+    ds = DATASETS[dataset]
+    depths = [d for d in range(4, 27) if ARCHITECTURES[arch].valid_depth(d)][:3]
+    for depth in depths:
+        for width in (3, 8):
+            net = build_model(arch, depth=depth, width=width, in_channels=ds.shape[0], num_classes=ds.num_classes,
+                              activation=activation)
+            assert architectures.parameter_count(arch, depth, width, ds.shape[0], ds.num_classes,
+                                                 activation) == parameter_count(net)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_registry_widening_matches_the_oracle(arch):
+    depth = [d for d in range(4, 27) if ARCHITECTURES[arch].valid_depth(d)][0]
+    full = parameter_count(build_model(arch, depth=20, width=4, in_channels=1, num_classes=10))
+    assert architectures.widened_width(arch, depth, full, 1, 10, start=4) == widen_to_match(
+        arch, depth, 4, full, in_channels=1, num_classes=10, activation="relu")
+
+
+def test_an_unknown_architecture_is_an_error_not_a_guess():
+    with pytest.raises(UserError, match="unknown architecture 'vgg'.*resnet, plain"):
+        architectures.parameter_count("vgg", 8, 4, 1, 10, "relu")
+
+
+def test_schema_enums_are_the_registries():
+    from nonlinear_advantage import schemas
+
+    params, run = schemas.load(schemas.PARAMS), schemas.load(schemas.RUN)
+    assert params["properties"]["model"]["properties"]["arch"]["enum"] == list(ARCHITECTURES)
+    assert run["properties"]["model"]["properties"]["arch"]["enum"] == list(ARCHITECTURES)
+    assert params["properties"]["datasets"]["propertyNames"]["enum"] == list(DATASETS)
+    for name, ds in DATASETS.items():
+        assert len(ds.classes) in (0, ds.num_classes), name  # 0: read from the archive's meta file
 
 
 def test_widen_to_match_reaches_the_target_parameter_count():

@@ -31,8 +31,8 @@ def test_shipped_params_are_valid(path):
         (lambda p: p["sweep"]["lambdas"].append(-0.1), "sweep.lambdas[2]: -0.1 is less than the minimum of 0"),
         (lambda p: p["train"].update(batch_size="64"), "train.batch_size: '64' is not of type 'integer'"),
         (lambda p: p["datasets"].update(imagenet=p["datasets"]["digits"]), "datasets: 'imagenet' is not one of"),
-        (lambda p: p["model"].update(depth=10), "model.depth: 10 is not a ResNet depth"),
-        (lambda p: p["baseline"]["depths"].append(9), "baseline.depths[2]: 9 is not a ResNet depth"),
+        (lambda p: p["model"].update(depth=10), "model.depth: 10 is not a resnet depth (6n+2"),
+        (lambda p: p["baseline"]["depths"].append(9), "baseline.depths[2]: 9 is not a resnet depth"),
         (lambda p: p.update(epochs=3), "(top level): Additional properties are not allowed ('epochs' was unexpected)"),
     ],
 )
@@ -69,9 +69,10 @@ def test_run_config_per_arm(params):
     assert sparse["name"] == "digits/sparse/lam0.1-s0"
     assert sparse["data"] == "data/prepared/digits.pt"
     assert sparse["lam"] == 0.1 and sparse["init_from"] is None and sparse["model"]["activation"] == "prelu"
-    assert set(sparse) == {"name", "data", "model", "epochs", "batch_size", "optimizer", "schedule", "lam",
+    assert sparse["fields"] == {"arm": "sparse", "dataset": "digits", "seed": 0, "lam": 0.1}
+    assert set(sparse) == {"name", "fields", "data", "model", "epochs", "batch_size", "optimizer", "schedule", "lam",
                            "proximal", "eps", "augment", "seed", "device", "precision", "channels_last",
-                           "compile", "init_from"}  # docs/interfaces.md, "Run config"
+                           "compile", "init_from"}  # workflow/schemas/run.schema.json
     posthoc = plan.run_config(params, "digits/posthoc/lam0.01-s0")
     assert posthoc["init_from"] == "runs/digits/dense/s0/checkpoint.pt"
     assert posthoc["epochs"] == params["posthoc"]["epochs"]
@@ -92,33 +93,58 @@ def test_changing_one_lambda_changes_only_its_runs(params):
 
 
 def test_widened_baseline_matches_the_full_network(params):
+    from test_models import widen_to_match
+
     full = models.build_model("resnet", depth=14, width=4, in_channels=1, num_classes=10)
     for depth in (8, 14):
         width = plan.run_config(params, f"digits/baseline/d{depth}-wide-s0")["model"]["width"]
-        # Same answer as models.widen_to_match, which builds every candidate network.
-        assert width == models.widen_to_match("resnet", depth, 4, models.parameter_count(full),
-                                              in_channels=1, num_classes=10, activation="relu")
+        assert width == widen_to_match("resnet", depth, 4, models.parameter_count(full),
+                                       in_channels=1, num_classes=10, activation="relu")
 
 
-@pytest.mark.parametrize("arch, depths", [("resnet", (8, 14, 20)), ("plain", (4, 7, 11))])
-@pytest.mark.parametrize("dataset", ["digits", "cifar100"])
-@pytest.mark.parametrize("activation", ["prelu", "relu"])
-def test_parameter_count_without_torch_agrees(arch, depths, dataset, activation):
-    in_channels, classes = plan.DATASET_SHAPES[dataset]
-    for depth in depths:
-        for width in (3, 8):
-            net = models.build_model(arch, depth=depth, width=width, in_channels=in_channels,
-                                     num_classes=classes, activation=activation)
-            assert plan.parameter_count(arch, depth, width, dataset, activation) == models.parameter_count(net)
+def _perturb_all_but(params: dict, keep: list[str], dataset: str) -> dict:
+    """A copy of params where every leaf outside ``keep`` (dotted keys) is changed."""
+    out = copy.deepcopy(params)
+    kept = {k.format(dataset=dataset) for k in keep}
+
+    def walk(tree, prefix):
+        for key, value in tree.items():
+            path = f"{prefix}{key}"
+            if any(path == k or path.startswith(k + ".") or k.startswith(path + ".") for k in kept):
+                if isinstance(value, dict) and path not in kept:
+                    walk(value, path + ".")
+                continue
+            if isinstance(value, bool):
+                tree[key] = not value
+            elif isinstance(value, int | float) and key not in ("depth", "train_size", "val_size", "test_size"):
+                tree[key] = value + 1
+    walk(out, "")
+    return out
 
 
-def test_dataset_shapes_agree_with_data():
-    data = pytest.importorskip("nonlinear_advantage.data")
-    assert set(plan.DATASET_SHAPES) == set(data.DATASETS)
-    assert set(plan.schema()["properties"]["datasets"]["propertyNames"]["enum"]) == set(data.DATASETS)
-    for name, (in_channels, classes) in plan.DATASET_SHAPES.items():
-        assert data.DATASETS[name].shape[0] == in_channels, name
-        assert len(data.DATASETS[name].classes) in (0, classes), name  # 0: read from the archive
+@pytest.mark.parametrize("arm", list(plan.ARMS))
+def test_a_run_config_reads_only_the_keys_its_arm_declares(params, arm):
+    """DVC's params deps are the arm's `reads`: a key read but not declared would not rerun the stage."""
+    run = next(r for r in plan.runs(params) if r.arm == arm)
+    keep = list(plan.ARMS[arm].reads) + list(plan.ARMS[arm].all_axes().values())
+    perturbed = _perturb_all_but(params, keep, run.fields["dataset"])
+    assert perturbed != params
+    assert plan.run_config(perturbed, run.id) == plan.run_config(params, run.id)
+
+
+def test_runs_carry_their_fields_and_ids_are_unique(params):
+    runs = plan.runs(params)
+    assert len({r.id for r in runs}) == len(runs)
+    for run in runs:
+        assert run.id == plan.ARMS[run.arm].pattern.format(**run.fields)
+        assert set(run.fields) == set(plan.ARMS[run.arm].all_axes())
+
+
+def test_code_modules_follow_imports():
+    assert "trainer" in plan.code_modules("trainer") and "report" not in plan.code_modules("trainer")
+    assert "report" in plan.code_modules("report") and "trainer" not in plan.code_modules("report")
+    assert "torch" not in plan.code_modules("report")
+    assert plan.code_digest("trainer") != plan.code_digest("report")
 
 
 def test_plan_does_not_import_torch():

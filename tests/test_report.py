@@ -12,7 +12,7 @@ from PIL import Image
 
 from nonlinear_advantage import analysis, cli, figures, report
 from nonlinear_advantage.errors import UserError
-from nonlinear_advantage.io import file_sha256
+from nonlinear_advantage.fileio import file_sha256
 from synthetic_study import write_study
 
 needs_poppler = pytest.mark.skipif(shutil.which("pdftotext") is None or shutil.which("pdftoppm") is None,
@@ -37,16 +37,28 @@ def built(tmp_path_factory):
 
 
 def test_figures_written(built):
-    for stem in figures.FIGURES:
-        assert (built["figures"] / f"{stem}.png").stat().st_size > 10_000
+    for spec in figures.FIGURES:
+        assert (built["figures"] / f"{spec.stem}.png").stat().st_size > 10_000
+
+
+def test_every_panel_of_every_figure_has_data(built):
+    """An empty panel passes a file-size check: look inside each drawn figure instead."""
+    df = analysis.load_summary(built["summary"])
+    for spec in figures.FIGURES:
+        fig = spec.draw(df, built["root"] / "runs", analysis.Thresholds())
+        for ax in fig.axes:
+            if ax.get_label() == "<colorbar>":
+                continue
+            drawn = len(ax.lines) + len(ax.collections) + len(ax.patches) + len(ax.images) + len(ax.texts)
+            assert drawn, f"{spec.stem}: panel {ax.get_title()!r} / {ax.get_ylabel()!r} is empty"
 
 
 def test_figures_are_deterministic(built, tmp_path):
     again = tmp_path / "figures"
     figures.make_figures(built["summary"], built["root"] / "runs", again, analysis.Thresholds(),
                          formats=("png", "pdf"))
-    for stem in figures.FIGURES:
-        assert (again / f"{stem}.png").read_bytes() == (built["figures"] / f"{stem}.png").read_bytes()
+    for spec in figures.FIGURES:
+        assert (again / f"{spec.stem}.png").read_bytes() == (built["figures"] / f"{spec.stem}.png").read_bytes()
 
 
 def test_pdf_is_byte_identical(built):

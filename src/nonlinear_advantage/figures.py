@@ -220,8 +220,10 @@ def training_curves(df: pd.DataFrame, runs: Path) -> Figure:
             style = dict(color="k" if label == "dense" else f"C{k}", lw=1.2, label=label)
             if acc in h:
                 ax_acc.plot(h.epoch, h[acc], **style)
-            if {"nonlinear_channels", "total_channels"} <= set(h.columns):
-                ax_nl.plot(h.epoch, h.nonlinear_channels / h.total_channels, **style)
+            missing = {"nonlinear_channels", "total_channels"} - set(h.columns)
+            if missing:  # a history from before total_channels was recorded: say so, don't draw nothing
+                raise UserError(f"{path}: no column {', '.join(sorted(missing))}; retrain the run")
+            ax_nl.plot(h.epoch, h.nonlinear_channels / h.total_channels, **style)
         ax_acc.set(title=dataset, xlabel="epoch", ylabel="validation accuracy")
         ax_nl.set(xlabel="epoch", ylabel="nonlinear fraction of channels", ylim=(-0.02, 1.02))
         ax_acc.legend(loc="lower right")

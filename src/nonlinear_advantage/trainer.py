@@ -37,8 +37,15 @@ from .errors import UserError
 from .models import build_model, parameter_count
 from .prelu import nonlinearity_penalty, parameter_groups, proximal_step_, sparse_prelus
 
+# The columns of history.csv and the keys of metrics.json: the contract aggregate, the figures
+# and the tests' synthetic study keep to.
 HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
-                "penalty", "nonlinear_channels", "apl_normalized", "apl_unnormalized", "wall_time_s")
+                "penalty", "nonlinear_channels", "total_channels", "apl_normalized", "apl_unnormalized",
+                "wall_time_s")
+METRICS_KEYS = ("name", "dataset", "arm", "lam", "seed", "test_acc", "test_loss", "val_acc", "val_loss",
+                "train_acc", "train_loss", "penalty", "nonlinear_channels", "total_channels",
+                "nonlinear_per_layer", "apl_normalized", "apl_unnormalized", "params", "epochs",
+                "wall_time_s", "images_per_s")
 
 
 def validate_config(given, source: str = "run config", check_files: bool = True) -> dict:
@@ -234,6 +241,16 @@ def _write_history(out: Path, history: list[dict]) -> None:
     fileio.write_text(out / "history.csv", fileio.csv_text(history, HISTORY_KEYS))
 
 
+def write_metrics(out: Path, metrics: dict) -> None:
+    if set(metrics) != set(METRICS_KEYS):
+        raise ValueError(f"metrics keys {sorted(set(metrics) ^ set(METRICS_KEYS))} break the contract")
+    fileio.write_json(out / "metrics.json", metrics)
+
+
+def write_config(out: Path, cfg: dict) -> None:
+    fileio.write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+
+
 @dataclass
 class Session:
     """What one run carries from epoch to epoch."""
@@ -391,8 +408,9 @@ def evaluate_epoch(s: Session, epoch: int, stats: dict) -> tuple[dict, dict]:
     row = {
         "epoch": epoch + 1, **stats, "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss,
         "test_acc": test_acc, "penalty": float(nonlinearity_penalty(s.model).detach()),
-        "nonlinear_channels": depth["nonlinear_channels"], "apl_normalized": depth["apl_normalized"],
-        "apl_unnormalized": depth["apl_unnormalized"], "wall_time_s": s.wall_before + s.train_time,
+        "nonlinear_channels": depth["nonlinear_channels"], "total_channels": depth["total_channels"],
+        "apl_normalized": depth["apl_normalized"], "apl_unnormalized": depth["apl_unnormalized"],
+        "wall_time_s": s.wall_before + s.train_time,
     }
     return {k: row[k] for k in HISTORY_KEYS}, depth
 
@@ -439,7 +457,7 @@ def finish(s: Session, depth: dict | None) -> dict:
         "images_per_s": (cfg["epochs"] - s.start_epoch) * s.steps_per_epoch * s.batch_size
         / max(s.train_time, 1e-9),
     }
-    fileio.write_json(s.out / "metrics.json", metrics)
+    write_metrics(s.out, metrics)
     resume.unlink(missing_ok=True)  # the run is complete: nothing to resume
     return metrics
 
@@ -450,7 +468,7 @@ def train(config: dict, out_dir: str | os.PathLike, *, progress: bool = True, so
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     s = setup(cfg, out)
-    fileio.write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+    write_config(out, cfg)
     bar = _Progress(s.name, cfg["epochs"], s.start_epoch) if progress else None
     depth = None
     for epoch in range(s.start_epoch, cfg["epochs"]):
