@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fractions
 import gzip
 import hashlib
 import io
@@ -346,9 +347,6 @@ def test_fashion_mnist_offline(tmp_path, monkeypatch, capsys):
 def test_load_prepared_rejects_bad_files(tmp_path):
     with pytest.raises(UserError, match=f"{tmp_path / 'none.pt'}: prepared dataset not found"):
         data.load_prepared(tmp_path / "none.pt")
-    (tmp_path / "junk.pt").write_bytes(b"not a zip")
-    with pytest.raises(UserError, match=f"{tmp_path / 'junk.pt'}: not a readable prepared dataset"):
-        data.load_prepared(tmp_path / "junk.pt")
     good = {f"{s}_{v}": torch.zeros(2, 1, 4, 4, dtype=torch.uint8) if v == "x" else torch.zeros(2, dtype=torch.int64)
             for s in ("train", "val", "test") for v in "xy"}
     good.update(name="t", classes=["a"], mean=[0.5], std=[0.2], seed=0)
@@ -356,6 +354,20 @@ def test_load_prepared_rejects_bad_files(tmp_path):
     assert data.load_prepared(tmp_path / "ok.pt")["name"] == "t"
     torch.save({**good, "source": "offline /old/path"}, tmp_path / "old.pt")  # files from before: still load
     assert data.load_prepared(tmp_path / "old.pt")["name"] == "t"
+    torch.save({**good, "train_y": fractions.Fraction(1, 3)}, tmp_path / "global.pt")
+    for name, body, why in (
+        ("junk.pt", b"not a zip", "not a torch.save zip archive"),
+        ("random.pt", np.random.default_rng(0).bytes(4096), "not a torch.save zip archive"),
+        ("empty.pt", b"", "the file is empty"),
+        ("cut.pt", (tmp_path / "ok.pt").read_bytes()[:500], "not a torch.save zip archive"),
+        ("global.pt", None, "it holds fractions.Fraction, which a prepared dataset never holds"),
+    ):
+        if body is not None:
+            (tmp_path / name).write_bytes(body)
+        with pytest.raises(UserError) as exc:
+            data.load_prepared(tmp_path / name)
+        assert str(exc.value).startswith(f"{tmp_path / name}: not a prepared dataset: {why}")
+        assert "weights_only" not in str(exc.value)  # torch's advice to load it unsafely
     for change, why in (
         ({"val_y": None}, "val_y must be an int64"),
         ({"train_x": torch.zeros(2, 1, 4, 4)}, "train_x must be a uint8"),
