@@ -12,7 +12,6 @@ import yaml
 from nonlinear_advantage import aggregate, plan
 from nonlinear_advantage.errors import UserError
 
-
 TINY = yaml.safe_load((Path(__file__).parent / "fixtures" / "tiny_params.yaml").read_text())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fractions
 import gzip
 import hashlib
 import io
@@ -93,7 +94,7 @@ def test_download_good_fetch_then_prepare(tmp_path, monkeypatch, server, capsys)
     d = data.load_prepared(out)
     assert (d["train_x"].shape, d["val_x"].shape, d["test_x"].shape) == ((16, 1, 28, 28), (4, 1, 28, 28),
                                                                          (6, 1, 28, 28))
-    assert d["source"] == f"download {server.url}"
+    assert "source" not in d  # the prepared bytes depend on the raw files only
 
 
 def test_corrupt_payload_rejected_and_good_output_kept(tmp_path, monkeypatch, server, capsys):
@@ -145,8 +146,46 @@ def test_source_dir_comes_first(tmp_path, monkeypatch, server, capsys):
     server.routes.clear()
     raw = tmp_path / "raw"
     assert run(capsys, "download", "fashion_mnist", "--out", raw, "--source-dir", tmp_path / "mine")[0] == 0
-    assert (raw / "SOURCE").read_text() == f"--source-dir {mine}\n"
+    assert (raw / "SOURCE").read_text() == "source-dir\n"  # the kind of source, no path
     assert all((raw / name).read_bytes() == body for name, body in served.items())
+
+
+def no_local_path(text: str, tmp_path: Path) -> bool:
+    return str(tmp_path) not in text and not any(word.startswith("/") for word in text.split())
+
+
+def test_prepared_bytes_depend_on_raw_files_only(tmp_path, monkeypatch, server, capsys):
+    """The same raw files, from four sources into four directories: one prepared file, no paths."""
+    served = fake_fashion(monkeypatch, tmp_path, server)
+    first = "train-images-idx3-ubyte.gz"
+    mine = tmp_path / "elsewhere" / "mine"
+    mine.mkdir(parents=True)
+    for name, body in served.items():
+        (mine / name).write_bytes(body)
+    (tmp_path / "partial").mkdir()
+    (tmp_path / "partial" / first).write_bytes(served[first])
+    raws = {"download": tmp_path / "a" / "raw", "source-dir": tmp_path / "b" / "deeper" / "raw",
+            "env": tmp_path / "c" / "raw", "mixed": tmp_path / "d" / "raw", "by hand": tmp_path / "e" / "raw"}
+    assert run(capsys, "download", "fashion_mnist", "--out", raws["download"])[0] == 0
+    assert run(capsys, "download", "fashion_mnist", "--out", raws["source-dir"], "--source-dir", mine)[0] == 0
+    partial = tmp_path / "partial"  # one file: the rest comes from the server
+    assert run(capsys, "download", "fashion_mnist", "--out", raws["mixed"], "--source-dir", partial)[0] == 0
+    monkeypatch.setenv("NLA_DATA_DIR", str(mine))
+    assert run(capsys, "download", "fashion_mnist", "--out", raws["env"])[0] == 0
+    raws["by hand"].mkdir(parents=True)
+    for name, body in served.items():
+        (raws["by hand"] / name).write_bytes(body)
+
+    sources = {k: (raw / "SOURCE").read_text() for k, raw in raws.items() if k != "by hand"}
+    assert sources == {"download": f"download {server.url}\n", "source-dir": "source-dir\n", "env": "source-dir\n",
+                       "mixed": f"source-dir\ndownload {server.url}\n"}
+    assert all(no_local_path(text, tmp_path) for text in sources.values())
+    outs = []
+    for i, raw in enumerate(raws.values()):
+        outs.append(tmp_path / f"out{i}" / f"fm{i}.pt")  # different names and directories too
+        assert run(capsys, "prepare", "fashion_mnist", "--raw", raw, "--out", outs[-1], "--val-size", 4)[0] == 0
+    assert len({out.read_bytes() for out in outs}) == 1
+    assert str(tmp_path).encode() not in outs[0].read_bytes()
 
 
 def cifar_tarball(extra: dict[str, bytes] | None = None, n=6) -> tuple[bytes, dict[str, bytes]]:
@@ -241,6 +280,7 @@ def test_digits_offline(tmp_path, monkeypatch, capsys):
 
     monkeypatch.delenv("NLA_DATA_DIR", raising=False)
     out = prepared_digits(tmp_path, capsys)
+    assert (tmp_path / "raw" / "SOURCE").read_text() == "offline\n"  # not scikit-learn's path here
     d = data.load_prepared(out)
     assert [len(d[f"{s}_y"]) for s in ("train", "val", "test")] == [1257, 180, 360]
     assert d["train_x"].shape[1:] == (1, 8, 8) and d["classes"] == list("0123456789")
@@ -287,7 +327,7 @@ def test_fashion_mnist_offline(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("NLA_DATA_DIR", raising=False)
     raw = tmp_path / "raw"
     assert run(capsys, "download", "fashion_mnist", "--out", raw)[0] == 0
-    assert (raw / "SOURCE").read_text() == f"offline {DEBIAN}\n"
+    assert (raw / "SOURCE").read_text() == "offline\n"
     outs = [tmp_path / "a.pt", tmp_path / "b.pt"]
     for out in outs:
         assert run(capsys, "prepare", "fashion_mnist", "--raw", raw, "--out", out)[0] == 0
@@ -307,14 +347,27 @@ def test_fashion_mnist_offline(tmp_path, monkeypatch, capsys):
 def test_load_prepared_rejects_bad_files(tmp_path):
     with pytest.raises(UserError, match=f"{tmp_path / 'none.pt'}: prepared dataset not found"):
         data.load_prepared(tmp_path / "none.pt")
-    (tmp_path / "junk.pt").write_bytes(b"not a zip")
-    with pytest.raises(UserError, match=f"{tmp_path / 'junk.pt'}: not a readable prepared dataset"):
-        data.load_prepared(tmp_path / "junk.pt")
     good = {f"{s}_{v}": torch.zeros(2, 1, 4, 4, dtype=torch.uint8) if v == "x" else torch.zeros(2, dtype=torch.int64)
             for s in ("train", "val", "test") for v in "xy"}
-    good.update(name="t", classes=["a"], mean=[0.5], std=[0.2], source="test", seed=0)
+    good.update(name="t", classes=["a"], mean=[0.5], std=[0.2], seed=0)
     torch.save(good, tmp_path / "ok.pt")
     assert data.load_prepared(tmp_path / "ok.pt")["name"] == "t"
+    torch.save({**good, "source": "offline /old/path"}, tmp_path / "old.pt")  # files from before: still load
+    assert data.load_prepared(tmp_path / "old.pt")["name"] == "t"
+    torch.save({**good, "train_y": fractions.Fraction(1, 3)}, tmp_path / "global.pt")
+    for name, body, why in (
+        ("junk.pt", b"not a zip", "not a torch.save zip archive"),
+        ("random.pt", np.random.default_rng(0).bytes(4096), "not a torch.save zip archive"),
+        ("empty.pt", b"", "the file is empty"),
+        ("cut.pt", (tmp_path / "ok.pt").read_bytes()[:500], "not a torch.save zip archive"),
+        ("global.pt", None, "it holds fractions.Fraction, which a prepared dataset never holds"),
+    ):
+        if body is not None:
+            (tmp_path / name).write_bytes(body)
+        with pytest.raises(UserError) as exc:
+            data.load_prepared(tmp_path / name)
+        assert str(exc.value).startswith(f"{tmp_path / name}: not a prepared dataset: {why}")
+        assert "weights_only" not in str(exc.value)  # torch's advice to load it unsafely
     for change, why in (
         ({"val_y": None}, "val_y must be an int64"),
         ({"train_x": torch.zeros(2, 1, 4, 4)}, "train_x must be a uint8"),

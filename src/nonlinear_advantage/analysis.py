@@ -52,7 +52,10 @@ def load_summary(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"summary file not found: {path} (run the aggregate stage first)")
-    df = pd.read_csv(path)
+    try:
+        df = pd.read_csv(path)
+    except (ValueError, OSError) as exc:  # empty (EmptyDataError), malformed, not text
+        raise UserError(f"{path}: not a readable summary CSV ({exc}); run the aggregate stage again") from None
     missing = [c for c in SUMMARY_COLUMNS if c not in df.columns]
     if missing:
         raise UserError(f"{path}: missing columns {', '.join(missing)}")

@@ -5,6 +5,10 @@ directory the user names, the offline copy, the official URLs) until every raw f
 there and verifies; a file only replaces its predecessor once its checksum matches.
 ``prepare`` re-verifies the raw files, makes a seeded, stratified train/val/test split and
 saves uint8 images plus per-channel mean/std.
+
+Neither writes a path of this machine into a file: the raw dir's ``SOURCE`` records the kind
+of each source that delivered files ("source-dir", "offline", "download URL"), and the
+prepared file depends on the raw files' contents only, not on where they lie or came from.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import http.client
 import io as _io
 import os
 import pickle
+import re
 import struct
 import sys
 import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -149,18 +155,21 @@ def _fetch_archive(ds: Dataset, base: str, out: Path) -> None:
             os.replace(staging / "x" / member, out / member)  # same filesystem: atomic
 
 
-def _sources(name: str, ds: Dataset, source_dir) -> list[tuple[str, str, str]]:
-    """(label, location, hint when it is missing), in the order they are tried."""
+def _sources(name: str, ds: Dataset, source_dir) -> list[tuple[str, str, str, str]]:
+    """(label, location, hint when it is missing, kind for SOURCE), in the order they are tried.
+
+    The kind names no local path, so the raw dir's bytes are the same on every machine.
+    """
     found = []
     user = source_dir or os.environ.get("NLA_DATA_DIR")
     if user:
         label = "--source-dir" if source_dir else "NLA_DATA_DIR"
         if (Path(user) / name).is_dir():
-            found.append((label, str(Path(user) / name), ""))
-        found.append((label, str(user), ""))
+            found.append((label, str(Path(user) / name), "", "source-dir"))
+        found.append((label, str(user), "", "source-dir"))
     if ds.offline:
-        found.append(("offline", *ds.offline))
-    found += [("download", url, "") for url in ds.urls]
+        found.append(("offline", *ds.offline, "offline"))
+    found += [("download", url, "", f"download {url}") for url in ds.urls]
     return found
 
 
@@ -170,8 +179,8 @@ def download(name: str, out, source_dir=None, force: bool = False) -> None:
     if not todo:
         print(f"{name}: all {len(ds.files)} raw files in {out} verify; nothing to fetch")
         return
-    tried, used = [], {}  # used: an ordered set of the sources that delivered files
-    for label, base, hint in _sources(name, ds, source_dir):
+    tried, used = [], {}  # used: the sources that delivered files, in order -> their kind
+    for label, base, hint, kind in _sources(name, ds, source_dir):
         where = f"{label} {base}"
         if "://" not in base and not Path(base).is_dir():
             tried.append(f"  {where}: no such directory" + (f" (to get it: {hint})" if hint else ""))
@@ -183,12 +192,12 @@ def download(name: str, out, source_dir=None, force: bool = False) -> None:
             while todo:  # files that verify stay, so a later source only fetches what is left
                 _fetch(base, todo[0], out / todo[0], ds.files[todo[0]])
                 todo.pop(0)
-                used[where] = None
+                used[where] = kind
         except SourceError as exc:
             tried.append(f"  {where}: {exc}")
             continue
-        used[where] = None
-        fileio.write_text(out / "SOURCE", "\n".join(used) + "\n")
+        used[where] = kind
+        fileio.write_text(out / "SOURCE", "".join(f"{k}\n" for k in dict.fromkeys(used.values())))
         print(f"{name}: {len(ds.files)} raw files verified in {out} (from {', '.join(used)})")
         return
     wanted = ds.archive[0] if ds.archive else ", ".join(ds.files)
@@ -338,9 +347,10 @@ def prepare(name: str, raw, out, *, train_size=None, val_size=None, test_size=No
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = (
         take(x, y, train_sel), take(x, y, val_sel), take(tx, ty, test_sel))
     mean, std = _mean_std(train_x)
-    source = (raw / "SOURCE").read_text().strip() if (raw / "SOURCE").is_file() else f"files in {raw}"
+    # Nothing about the raw dir's path or the source that served it (raw/SOURCE): identical
+    # raw files give identical bytes, on any machine and from any source.
     prepared = dict(name=name, train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, test_x=test_x,
-                    test_y=test_y, classes=list(classes), mean=mean, std=std, source=source, seed=seed)
+                    test_y=test_y, classes=list(classes), mean=mean, std=std, seed=seed)
     fileio.torch_save(prepared, out)  # byte-deterministic: preparing twice gives the same file
     print(f"{name}: train {len(train_y)}, val {len(val_y)}, test {len(test_y)} images of {ds.shape}"
           f" -> {out}")
@@ -358,18 +368,30 @@ def load_prepared(path) -> dict:
     hint = "write it with `python -m nonlinear_advantage prepare DATASET --raw ... --out ...`"
     if not path.is_file():
         raise UserError(f"{path}: prepared dataset not found; {hint}")
-    try:
-        d = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # zip, pickle and unsafe-type errors alike
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: not a readable prepared dataset ({first}); {hint}") from None
 
     def bad(why):
         return UserError(f"{path}: not a prepared dataset: {why}; {hint}")
 
+    # torch.save writes a zip archive. Anything else (an empty or cut-off file, random bytes)
+    # is refused here, before torch.load guesses at an old format and suggests weights_only=False.
+    if path.stat().st_size == 0:
+        raise bad("the file is empty")
+    if not zipfile.is_zipfile(path):
+        raise bad("not a torch.save zip archive (cut off, or another kind of file)")
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # zip, pickle and unsafe-type errors alike
+        text = str(exc).strip()
+        if "weights_only" in text or "Weights only" in text:  # torch's advice would run the file's code
+            glob = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+            why = f"it holds {glob[1] if glob else 'an object'}, which a prepared dataset never holds; not loaded"
+        else:
+            why = f"unreadable ({text.splitlines()[0] if text else type(exc).__name__})"
+        raise bad(why) from None
+
     if not isinstance(d, dict):
         raise bad(f"holds a {type(d).__name__}, not a dict")
-    keys = {f"{s}_{v}" for s in SPLITS for v in "xy"} | {"name", "classes", "mean", "std", "source", "seed"}
+    keys = {f"{s}_{v}" for s in SPLITS for v in "xy"} | {"name", "classes", "mean", "std", "seed"}
     if missing := sorted(keys - d.keys()):
         raise bad(f"missing {', '.join(missing)}")
     channels = None
