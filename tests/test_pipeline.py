@@ -6,6 +6,7 @@ from scratch in a second copy.
 """
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -92,7 +93,7 @@ def dvc_dag(repo) -> Counter:
         stages = list(dvc.index.stages)
         rows = Counter()
         for stage in stages:
-            rule = re.sub(r"^measure_\w+", "measure", stage.name.split("@")[0])  # one DVC stage per arm
+            rule = re.sub(r"^(train|measure)_\w+", r"\1", stage.name.split("@")[0])  # one DVC stage per arm
             outputs = tuple(sorted(str(Path(o.fs_path).relative_to(repo)) for o in stage.outs))
             rows[(rule, " ".join(stage.cmd.split()), outputs)] += 1
     return rows
@@ -131,7 +132,7 @@ def test_configfile_selects_the_paper_study(tmp_path):
     repo = copy_repo(tmp_path)
     jobs = planned_jobs(repo, "--configfile", "config/paper.yaml")
     paper = plan.load_params(ROOT / "config" / "paper.yaml")
-    assert jobs["train_sparse"] == len(plan.run_ids(paper, arms=("sparse",)))
+    assert jobs["train"] == len(plan.run_ids(paper))
     assert jobs["download"] == 3  # cifar10, cifar100, fashion_mnist: no merge with params.yaml's digits
     out = snakemake(repo, "-n", "--printshellcmds", "--configfile", "config/paper.yaml").stdout
     assert "train --params config/paper.yaml --run cifar100/sparse/lam0.01-s2" in out
@@ -179,8 +180,7 @@ def test_one_changed_lambda_reruns_exactly_its_jobs(study):
     try:
         (study / "params.yaml").write_text(original.replace("lambdas: [0.01, 0.1]", "lambdas: [0.01, 0.2]"))
         jobs = planned_jobs(study, "--printshellcmds")
-        assert jobs == {"train_sparse": 1, "train_posthoc": 1, "measure": 2, "aggregate": 1,
-                        "figures": 1, "report": 1, "all": 1}
+        assert jobs == {"train": 2, "measure": 2, "aggregate": 1, "figures": 1, "report": 1, "all": 1}
         out = snakemake(study, "-n", "--printshellcmds").stdout
         assert "--run digits/sparse/lam0.2-s0" in out and "--run digits/posthoc/lam0.2-s0" in out
     finally:
@@ -193,8 +193,10 @@ def test_a_changed_run_config_reruns_only_those_runs(study):
     original = (study / "params.yaml").read_text()
     try:
         (study / "params.yaml").write_text(original.replace("posthoc: {epochs: 1", "posthoc: {epochs: 2"))
-        assert planned_jobs(study) == {"train_posthoc": 2, "measure": 2, "aggregate": 1, "figures": 1,
+        assert planned_jobs(study) == {"train": 2, "measure": 2, "aggregate": 1, "figures": 1,
                                        "report": 1, "all": 1}
+        out = snakemake(study, "-n", "--printshellcmds").stdout
+        assert out.count("--run digits/posthoc/") == 2 and "--run digits/sparse/" not in out
     finally:
         (study / "params.yaml").write_text(original)
 
@@ -220,6 +222,34 @@ def test_dvc_checkout_does_not_make_snakemake_rerun(study):
     assert "Nothing to be done" not in snakemake(study, "-n", "--max-checksum-file-size", "0").stdout
 
 
+def _dvc_changed_stages(repo) -> set[str]:
+    out = sh(repo, "dvc", "status", "--json").stdout
+    return {re.sub(r"@.*", "", name) for name in json.loads(out or "{}")}
+
+
+@pytest.mark.parametrize("module, snakemake_jobs, dvc_stages", [
+    ("report.py", {"report": 1, "all": 1}, {"report"}),
+    ("trainer.py", {"train": 9, "measure": 9, "aggregate": 1, "figures": 1, "report": 1, "all": 1},
+     {"train_baseline", "train_dense", "train_sparse", "train_posthoc", "measure_baseline", "measure_dense",
+      "measure_sparse", "measure_posthoc"}),
+])
+def test_code_is_a_dependency_in_both_tools(study, module, snakemake_jobs, dvc_stages):
+    """A change to report.py rebuilds only the report; a change to trainer.py retrains."""
+    if not (study / ".dvc" / "tmp").exists() or "up to date" not in sh(study, "dvc", "status").stdout:
+        git_dvc_init(study)
+        sh(study, "dvc", "commit", "--force", "--quiet")
+    source = study / "src" / "nonlinear_advantage" / module
+    original = source.read_text()
+    try:
+        source.write_text(original + "\n# a change\n")
+        assert planned_jobs(study) == snakemake_jobs
+        # DVC lists a stage once its own deps changed (what follows reruns when it runs).
+        assert _dvc_changed_stages(study) == dvc_stages
+    finally:
+        source.write_text(original)
+    assert "Nothing to be done" in snakemake(study, "-n").stdout
+
+
 # ---- the tiny study under DVC -------------------------------------------------------------
 
 
@@ -243,5 +273,5 @@ def test_dvc_repro_runs_the_study_and_then_is_up_to_date(tmp_path, study):
     sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "tiny study")
     out = sh(repo, "dvc", "exp", "run", "-S", "sweep.lambdas=[0.01,0.2]").stdout
     assert set(re.findall(r"Running stage '([^']+)'", out)) == {
-        "train_sparse@digits-0.2-0", "train_posthoc@digits-0.2-0", "measure_sparse@digits-0.2-0",
-        "measure_posthoc@digits-0.2-0", "aggregate", "figures", "report"}, out
+        "train_sparse@digits-0-0.2", "train_posthoc@digits-0-0.2", "measure_sparse@digits-0-0.2",
+        "measure_posthoc@digits-0-0.2", "aggregate", "figures", "report"}, out

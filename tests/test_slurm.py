@@ -33,7 +33,7 @@ CLUSTER_SH = REPO / "workflow" / "scripts" / "slurm_cluster.sh"
 # Relative: each test runs in a copy of the repository, which holds both profiles.
 PROFILE = Path("profiles") / "slurm"
 TEST_PROFILE = Path("tests") / "profiles" / "slurm-test"
-TRAIN_RULES = {"train_baseline", "train_dense", "train_sparse", "train_posthoc"}
+TRAIN_RULES = {"train"}  # one rule trains every arm
 
 
 def _load(profile: Path) -> dict:
@@ -194,7 +194,7 @@ def test_the_tiny_study_runs_as_slurm_jobs_and_matches_the_local_run(slurm, tmp_
     # (`all` only gathers the targets: no command, no job.)
     ran_locally = _finished_rules(local_out)
     del ran_locally["all"]
-    assert ran_locally["train_sparse"] == 2 and ran_locally["measure"] == 9, ran_locally
+    assert ran_locally["train"] == 9 and ran_locally["measure"] == 9, ran_locally
     jobs = sacct_jobs(run_id, env)
     assert Counter(j["rule"] for j in jobs) == ran_locally, jobs
     assert all(j["state"] == "COMPLETED" for j in jobs), jobs
@@ -210,7 +210,7 @@ def test_the_tiny_study_runs_as_slurm_jobs_and_matches_the_local_run(slurm, tmp_
 # Tiny digits runs with this many epochs: each is ~0.4 s here, long enough to cancel the job
 # after epoch 2, short enough that the rerun's rest fits in one ~12 s status-check round.
 FAULT_EPOCHS = 20
-FAULT_TARGET = "runs/digits/dense/s0/metrics.json"  # train_dense's outputs: plan.train_outputs
+FAULT_TARGET = "runs/digits/dense/s0/metrics.json"  # the dense run's train job: plan.train_outputs
 FAULT_LOG = "logs/train/digits/dense/s0.log"  # its log: (the rule's log:)
 
 
@@ -264,11 +264,11 @@ def test_cancelled_training_job_fails_the_run_and_a_rerun_resumes(slurm, tmp_pat
         proc = subprocess.Popen(_snakemake_on_slurm_cmd(TEST_PROFILE, ["--", FAULT_TARGET]), cwd=work, env=env,
                                 stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        jobid = _wait_for(lambda: _submitted_jobid(log.read_text(), "train_dense"), 60,
-                          "train_dense to be submitted", proc)
+        jobid = _wait_for(lambda: _submitted_jobid(log.read_text(), "train"), 60,
+                          "the dense run's train job to be submitted", proc)
         # Cancel it mid-run: running, and past its second epoch's checkpoint.
         _wait_for(lambda: _resume_epoch(run_dir) >= 2 and _squeue_state(jobid, env) == "RUNNING", 120,
-                  "train_dense to run two epochs", proc)
+                  "the dense run to train two epochs", proc)
         subprocess.run(["scancel", jobid], env=env, check=True, timeout=30)
         rc = proc.wait(timeout=120)
     finally:
@@ -280,7 +280,7 @@ def test_cancelled_training_job_fails_the_run_and_a_rerun_resumes(slurm, tmp_pat
             proc.wait(timeout=30)
     out = log.read_text()
     assert rc != 0, out[-4000:]
-    assert "Error in rule train_dense" in out, out[-4000:]
+    assert "Error in rule train" in out, out[-4000:]
     assert re.search(rf"SLURM-job '{jobid}' failed, SLURM status is: 'CANCELLED", out), out[-4000:]
     # Snakemake removed the failed job's outputs; the trainer's hidden link to the last
     # checkpoint stays.
@@ -296,7 +296,7 @@ def test_cancelled_training_job_fails_the_run_and_a_rerun_resumes(slurm, tmp_pat
     assert m and int(m.group(1)) == stopped_at, train_log[-2000:]
     assert f"epoch {FAULT_EPOCHS}:" in train_log and (work / FAULT_TARGET).exists()
     assert not (run_dir / ".resume.pt").exists()
-    assert [(j["rule"], j["state"]) for j in sacct_jobs(run_id2, env)] == [("train_dense", "COMPLETED")]
+    assert [(j["rule"], j["state"]) for j in sacct_jobs(run_id2, env)] == [("train", "COMPLETED")]
 
 
 # --- the real profile -------------------------------------------------------------------
@@ -319,6 +319,6 @@ def test_real_profile_asks_slurm_for_a_gpu_per_training_job(slurm, tmp_path):
                      proc.stdout), proc.stdout[-4000:]
     proc, _ = run_snakemake_on_slurm(work, PROFILE, [*args, "runs/digits/dense/s0/metrics.json"], env=env)
     assert proc.returncode != 0
-    assert re.search(r"sbatch call: sbatch .*--comment rule_train_dense_wildcards_digits_0 .*--gpus=1",
+    assert re.search(r"sbatch call: sbatch .*--comment rule_train_wildcards_digits/dense/s0 .*--gpus=1",
                      proc.stdout), proc.stdout[-4000:]
     assert "Invalid generic resource (gres) specification" in proc.stdout
