@@ -36,8 +36,12 @@ config.update(plan.validate(config, source=PARAMS_FILE))
 RUNS = plan.run_ids(config)
 
 
-# {run} is exactly a run of the plan; PARAMS_FILE appears in the commands, not in params, so
-# the same params under another file name rerun nothing.
+# The commands read the params file from $NLA_PARAMS: its path is neither a param nor part
+# of a command's text, so the same params under another file name (--configfile) rerun nothing.
+os.environ.update(NLA_PARAMS=PARAMS_FILE)
+
+
+# {run} is exactly a run of the plan.
 wildcard_constraints:
     run="|".join(re.escape(run) for run in RUNS),
 

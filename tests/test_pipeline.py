@@ -83,6 +83,7 @@ def snakemake_dag(repo) -> Counter:
         elif job and line.startswith("Shell command: "):
             # The log redirection is Snakemake's own; DVC shows the output on the terminal.
             job["cmd"] = re.sub(r" > logs/\S+ 2>&1$", "", line.removeprefix("Shell command: "))
+            job["cmd"] = job["cmd"].replace("$NLA_PARAMS", "params.yaml")  # the Snakefile sets it
     return Counter((j["rule"], j.get("cmd"), j["outputs"]) for j in jobs if j["rule"] != "all")
 
 
@@ -135,7 +136,7 @@ def test_configfile_selects_the_paper_study(tmp_path):
     assert jobs["train"] == len(plan.run_ids(paper))
     assert jobs["download"] == 3  # cifar10, cifar100, fashion_mnist: no merge with params.yaml's digits
     out = snakemake(repo, "-n", "--printshellcmds", "--configfile", "config/paper.yaml").stdout
-    assert "train --params config/paper.yaml --run cifar100/sparse/lam0.01-s2" in out
+    assert "train --params $NLA_PARAMS --run cifar100/sparse/lam0.01-s2" in out
 
 
 # ---- the tiny study under Snakemake --------------------------------------------------------
@@ -173,6 +174,16 @@ def test_summary(study):
 def test_nothing_to_do_after_a_full_run(study):
     out = snakemake(study, "-n").stdout
     assert "Nothing to be done" in out, out[-2000:]
+
+
+def test_the_params_file_name_is_not_a_job_parameter(study):
+    """`cp config/paper.yaml params.yaml` after `--configfile config/paper.yaml` must rerun nothing."""
+    shutil.copy(study / "params.yaml", study / "same.yaml")
+    try:
+        out = snakemake(study, "-n", "--configfile", "same.yaml").stdout
+        assert "Nothing to be done" in out, out[-2000:]
+    finally:
+        (study / "same.yaml").unlink()
 
 
 def test_one_changed_lambda_reruns_exactly_its_jobs(study):

@@ -82,7 +82,7 @@ def _study_stages() -> dict:
                    " --curves results/curves.csv runs",
             "deps": ["runs", *plan.code_files("aggregate")],
             "params": listing,
-            "outs": ["results/summary.csv", "results/curves.csv"],
+            # Its two outputs, declared as plots (`dvc plots show`).
             "plots": [{"results/summary.csv": {"template": "scatter", "x": "apl_normalized", "y": "test_acc"}},
                       {"results/curves.csv": {"x": "epoch", "y": "test_acc"}}],
         },

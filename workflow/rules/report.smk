@@ -14,7 +14,7 @@ rule aggregate:
     params:
         code=plan.code_digest("aggregate"),
     shell:
-        "python -m nonlinear_advantage aggregate --params {PARAMS_FILE} --out {output.summary}"
+        "python -m nonlinear_advantage aggregate --params $NLA_PARAMS --out {output.summary}"
         " --curves {output.curves} runs > {log} 2>&1"
 
 
@@ -60,4 +60,4 @@ rule report:
         code=plan.code_digest("report"),
     shell:
         "python -m nonlinear_advantage report --summary {input.summary} --figures {input.figures}"
-        " --params {PARAMS_FILE} --out {output} > {log} 2>&1"
+        " --params $NLA_PARAMS --out {output} > {log} 2>&1"

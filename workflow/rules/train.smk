@@ -1,7 +1,7 @@
 # Every arm of the plan's arm table trains through this one rule. Its inputs (the prepared
 # data, and the checkpoint a post-hoc run starts from) come from the plan; its params carry
 # the resolved run config and the digest of the code it runs, so a changed run, or a changed
-# trainer, reruns exactly what it changes. The params file's path is no param (see Snakefile).
+# trainer, reruns exactly what it changes. $NLA_PARAMS: see the Snakefile.
 
 
 rule train:
@@ -22,5 +22,5 @@ rule train:
         config=lambda wildcards: plan.run_config(config, wildcards.run),
         code=plan.code_digest("trainer"),
     shell:
-        "python -m nonlinear_advantage train --params {PARAMS_FILE} --run {wildcards.run}"
+        "python -m nonlinear_advantage train --params $NLA_PARAMS --run {wildcards.run}"
         " --out runs/{wildcards.run} > {log} 2>&1"
