@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,6 +12,8 @@ from nonlinear_advantage import analysis
 from nonlinear_advantage.analysis import NOT_SUPPORTED, SUPPORTED, Thresholds
 from nonlinear_advantage.errors import UserError
 from synthetic_study import write_study
+
+TH = Thresholds.from_params()  # the schema's defaults
 
 
 def row(arm, acc, apl, lam=0.0, seed=0, dataset="d", width=100, total=344, **extra):
@@ -101,15 +105,15 @@ PLATEAU = [row("sparse", 0.9, 10, 0.001, width=300), row("sparse", 0.9, 5, 0.003
 
 
 def test_core_plateau_finds_the_middle_of_the_sweep():
-    p = analysis.core_plateau(frame(*PLATEAU))
+    p = analysis.core_plateau(frame(*PLATEAU), TH)
     assert (p.found, p.lam_lo, p.lam_hi, p.points, p.apl, p.width) == (True, 0.003, 0.03, 3, 4.5, 110)
     assert p.fraction == pytest.approx(110 / 344)
 
 
 def test_core_plateau_rejects_a_still_dense_network():
     dense_ish = [{**r, "total_channels": 200} for r in PLATEAU]  # 110 of 200 channels: not a core
-    assert not analysis.core_plateau(frame(*dense_ish)).found
-    assert not analysis.core_plateau(frame(*PLATEAU), Thresholds(plateau=0.1)).found
+    assert not analysis.core_plateau(frame(*dense_ish), TH).found
+    assert not analysis.core_plateau(frame(*PLATEAU), dataclasses.replace(TH, plateau=0.1)).found
 
 
 def test_baselines_compared_at_their_apl():
@@ -132,7 +136,7 @@ def study(tmp_path_factory) -> pd.DataFrame:
 
 
 def test_findings_on_the_synthetic_study(study):
-    verdicts = [f.verdict for f in analysis.findings(study)]
+    verdicts = [f.verdict for f in analysis.findings(study, TH)]
     assert verdicts == [SUPPORTED, SUPPORTED, SUPPORTED]
 
 
@@ -141,16 +145,16 @@ def test_findings_follow_the_numbers(study):
     worse = study.copy()
     hard = (worse.dataset == "fashion_mnist") & (worse.arm == "posthoc")
     worse.loc[hard, "test_acc"] -= 0.05
-    assert analysis.finding_nonlinear_advantage(worse, Thresholds()).verdict == NOT_SUPPORTED
+    assert analysis.finding_nonlinear_advantage(worse, TH).verdict == NOT_SUPPORTED
     # Widened baselines 20 points better: sparse networks no longer beat them.
     strong = study.copy()
     strong.loc[strong.widened, "test_acc"] += 0.2
-    assert analysis.finding_decay_collapse(strong, Thresholds()).verdict == NOT_SUPPORTED
+    assert analysis.finding_decay_collapse(strong, TH).verdict == NOT_SUPPORTED
 
 
 def test_one_dataset_cannot_show_task_dependence(study):
     one = study[study.dataset == "digits"]
-    core, _, advantage = analysis.findings(one)
+    core, _, advantage = analysis.findings(one, TH)
     assert core.verdict == advantage.verdict == NOT_SUPPORTED
     assert any("two datasets" in e for e in advantage.evidence)
 

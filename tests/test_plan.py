@@ -34,6 +34,7 @@ def test_shipped_params_are_valid(path):
         (lambda p: p["model"].update(depth=10), "model.depth: 10 is not a resnet depth (6n+2"),
         (lambda p: p["baseline"]["depths"].append(9), "baseline.depths[2]: 9 is not a resnet depth"),
         (lambda p: p.update(epochs=3), "(top level): Additional properties are not allowed ('epochs' was unexpected)"),
+        (lambda p: p.update(analysis={"tolerance": -0.01}), "analysis.tolerance: -0.01 is less than the minimum of 0"),
     ],
 )
 def test_schema_errors_name_the_key(params, edit, message):

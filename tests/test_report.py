@@ -5,9 +5,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from nonlinear_advantage import analysis, cli, figures, report
@@ -27,7 +29,7 @@ def built(tmp_path_factory):
     assert cli.main(["figures", "--summary", str(summary), "--runs", str(root / "runs"),
                      "--out", str(fig_dir)]) == 0
     params = root / "params.yaml"
-    params.write_text("lam: [0.001, 0.1]\nproximal: true\n")
+    shutil.copy(Path(__file__).parent / "fixtures" / "tiny_params.yaml", params)
     pdfs = []
     for name in ("a.pdf", "b.pdf"):
         start = time.perf_counter()
@@ -45,7 +47,7 @@ def test_every_panel_of_every_figure_has_data(built):
     """An empty panel passes a file-size check: look inside each drawn figure instead."""
     df = analysis.load_summary(built["summary"])
     for spec in figures.FIGURES:
-        fig = spec.draw(df, built["root"] / "runs", analysis.Thresholds())
+        fig = spec.draw(df, built["root"] / "runs", analysis.Thresholds.from_params())
         for ax in fig.axes:
             if ax.get_label() == "<colorbar>":
                 continue
@@ -55,7 +57,7 @@ def test_every_panel_of_every_figure_has_data(built):
 
 def test_figures_are_deterministic(built, tmp_path):
     again = tmp_path / "figures"
-    figures.make_figures(built["summary"], built["root"] / "runs", again, analysis.Thresholds(),
+    figures.make_figures(built["summary"], built["root"] / "runs", again, analysis.Thresholds.from_params(),
                          formats=("png", "pdf"))
     for spec in figures.FIGURES:
         assert (again / f"{spec.stem}.png").read_bytes() == (built["figures"] / f"{spec.stem}.png").read_bytes()
@@ -84,7 +86,7 @@ def test_pdf_text_matches_summary(built):
         assert f"{100 * sub[sub.arm == 'dense'].test_acc.mean():.2f}" in text
         for r in sub[sub.arm == "sparse"].itertuples():  # one seed each: the table shows the row itself
             assert f"{100 * r.test_acc:.2f}" in text and f"{r.apl_normalized:.2f}" in text
-        onset = analysis.collapse_onset(sub, analysis.Thresholds().tolerance)
+        onset = analysis.collapse_onset(sub, analysis.Thresholds.from_params().tolerance)
         assert f"onset at APL {onset.apl:.2f}" in text
 
 
@@ -112,3 +114,12 @@ def test_missing_summary_is_a_user_error(built, tmp_path, capsys):
 def test_missing_figure_is_a_user_error(built, tmp_path):
     with pytest.raises(UserError, match="accuracy_vs_apl.png"):
         report.build_report(built["summary"], tmp_path, tmp_path / "r.pdf")
+
+
+@needs_poppler
+def test_thresholds_come_from_the_params_file(built, tmp_path):
+    params = yaml.safe_load(built["params"].read_text()) | {"analysis": {"tolerance": 0.05}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    pdf = report.build_report(built["summary"], built["figures"], tmp_path / "r.pdf", path)
+    assert "collapse tolerance 5 pt" in _text(pdf) and "collapse tolerance 1 pt" in _text(built["pdfs"][0])

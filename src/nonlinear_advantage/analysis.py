@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import schemas
 from .aggregate import SUMMARY_COLUMNS
 from .errors import UserError
 
@@ -33,15 +34,34 @@ _SLACK = 1e-12
 
 @dataclass(frozen=True)
 class Thresholds:
-    """The stated tolerances behind every verdict; the report prints them."""
+    """The stated tolerances behind every verdict; the report prints them.
 
-    tolerance: float = 0.01  # collapse onset: accuracy at least dense − tolerance
-    plateau: float = 0.25  # core network: (max − min) / median of APL and of width over a plateau
-    plateau_min_points: int = 3  # consecutive λ values that make a plateau
-    core_max_fraction: float = 0.5  # a core holds at most this fraction of the channels
-    shallow_fraction: float = 0.5  # slow decay: onset APL at most this fraction of dense APL
-    gap_margin: float = 0.005  # nonlinear advantage: post-hoc ahead by more than this
-    vanish: float = 0.01  # ... and |gap| at most this on the easiest dataset
+    Their values and meanings live in params.yaml's ``analysis:`` section, checked (and
+    defaulted) by workflow/schemas/params.schema.json: build them with :meth:`from_params`.
+    """
+
+    tolerance: float  # collapse onset: accuracy at least dense − tolerance
+    plateau: float  # core network: (max − min) / median of APL and of width over a plateau
+    plateau_min_points: int  # consecutive λ values that make a plateau
+    core_max_fraction: float  # a core holds at most this fraction of the channels
+    shallow_fraction: float  # slow decay: onset APL at most this fraction of dense APL
+    gap_margin: float  # nonlinear advantage: post-hoc ahead by more than this
+    vanish: float  # ... and |gap| at most this on the easiest dataset
+
+    @classmethod
+    def from_params(cls, params: dict | None = None) -> Thresholds:
+        """From a params mapping's ``analysis`` section; the schema's defaults fill the gaps."""
+        section = schemas.load(schemas.PARAMS)["properties"]["analysis"]
+        return cls(**schemas.with_defaults((params or {}).get("analysis") or {}, section))
+
+    @classmethod
+    def from_file(cls, path: Path | None) -> Thresholds:
+        """From a params file (validated, so a bad threshold names its key); None: the defaults."""
+        if path is None:
+            return cls.from_params()
+        from .plan import load_params
+
+        return cls.from_params(load_params(path))
 
 
 # ---------------------------------------------------------------- loading and curves
@@ -232,7 +252,7 @@ def _spread(values: np.ndarray) -> float:
     return float((values.max() - values.min()) / np.median(values))
 
 
-def core_plateau(df: pd.DataFrame, th: Thresholds = Thresholds(), apl: str = APL) -> Plateau:
+def core_plateau(df: pd.DataFrame, th: Thresholds, apl: str = APL) -> Plateau:
     """The longest run of consecutive λ values (from-scratch sparse, λ > 0) forming a core.
 
     A run of at least ``th.plateau_min_points`` consecutive λ is a plateau when APL and
@@ -424,7 +444,7 @@ def finding_nonlinear_advantage(df: pd.DataFrame, th: Thresholds) -> Finding:
     return f
 
 
-def findings(df: pd.DataFrame, th: Thresholds = Thresholds()) -> list[Finding]:
+def findings(df: pd.DataFrame, th: Thresholds) -> list[Finding]:
     """The three observations, each with its verdict and the numbers that decide it."""
     return [finding_core_networks(df, th), finding_decay_collapse(df, th),
             finding_nonlinear_advantage(df, th)]

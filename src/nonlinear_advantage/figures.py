@@ -354,10 +354,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--summary", type=Path, required=True, help="results/summary.csv")
     p.add_argument("--runs", type=Path, required=True, help="the runs/ directory")
     p.add_argument("--out", type=Path, required=True, help="directory for the figures")
-    p.add_argument("--tolerance", type=float, default=analysis.Thresholds.tolerance,
-                   help="collapse onset: accuracy within this of dense (fraction; default %(default)s)")
     p.add_argument("--formats", default="png", help="comma-separated: png, pdf, svg (default %(default)s)")
-    p.add_argument("--params", type=Path, help="params.yaml (accepted for the pipeline; unused here)")
+    p.add_argument("--params", type=Path, help="params.yaml: its analysis section sets the thresholds "
+                   "(default: the schema's defaults)")
     p.set_defaults(func=_main)
 
 
@@ -366,7 +365,6 @@ def _main(args: argparse.Namespace) -> int:
     bad = [f for f in formats if f not in ("png", "pdf", "svg")]
     if bad:
         raise UserError(f"--formats: unknown format(s) {', '.join(bad)}")
-    paths = make_figures(args.summary, args.runs, args.out, analysis.Thresholds(tolerance=args.tolerance),
-                         formats)
+    paths = make_figures(args.summary, args.runs, args.out, analysis.Thresholds.from_file(args.params), formats)
     print(f"wrote {len(paths)} figures to {args.out}")
     return 0

@@ -88,14 +88,15 @@ def _study_stages() -> dict:
         },
         "figures": {
             "cmd": "python -m nonlinear_advantage figures --summary results/summary.csv --runs runs"
-                   " --out reports/figures",
-            "deps": ["results/summary.csv", "results/curves.csv", "runs", *plan.code_files("figures")],
+                   f" --params {PARAMS} --out reports/figures",
+            # The whole file: its analysis section is optional (the schema has defaults).
+            "deps": ["results/summary.csv", "results/curves.csv", "runs", PARAMS, *plan.code_files("figures")],
             "outs": ["reports/figures"],
         },
         "report": {
             "cmd": "python -m nonlinear_advantage report --summary results/summary.csv --figures reports/figures"
                    f" --params {PARAMS} --out reports/report.pdf",
-            "deps": ["results/summary.csv", "reports/figures", *plan.code_files("report")],
+            "deps": ["results/summary.csv", "reports/figures", PARAMS, *plan.code_files("report")],
             "outs": ["reports/report.pdf"],
         },
     }

@@ -293,7 +293,7 @@ def _footer(canvas, doc) -> None:
 
 def build_report(summary: Path, figures_dir: Path, out: Path, params: Path | None = None,
                  th: analysis.Thresholds | None = None) -> Path:
-    th = th or analysis.Thresholds()
+    th = th or analysis.Thresholds.from_file(params)
     df = analysis.load_summary(summary)
     missing = [figures_dir / f"{spec.stem}.png" for spec in figures.FIGURES
                if not (figures_dir / f"{spec.stem}.png").is_file()]
@@ -327,14 +327,13 @@ def add_cli(subparsers) -> None:
     p.add_argument("--summary", type=Path, required=True, help="results/summary.csv")
     p.add_argument("--figures", type=Path, required=True, help="the figures stage's output directory")
     p.add_argument("--out", type=Path, required=True, help="the PDF to write")
-    p.add_argument("--params", type=Path, help="params.yaml: its sha256 goes on the title page")
-    p.add_argument("--tolerance", type=float, default=analysis.Thresholds.tolerance,
-                   help="collapse onset: accuracy within this of dense (fraction; default %(default)s)")
+    p.add_argument("--params", type=Path, help="params.yaml: its analysis section sets the thresholds, and its "
+                   "sha256 goes on the title page")
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    build_report(args.summary, args.figures, args.out, args.params, analysis.Thresholds(tolerance=args.tolerance))
+    build_report(args.summary, args.figures, args.out, args.params)
     print(f"wrote {args.out} in {time.perf_counter() - start:.1f} s")
     return 0

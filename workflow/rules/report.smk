@@ -38,9 +38,11 @@ rule figures:
     resources:
         mem_mb=2000,
     params:
+        analysis=config["analysis"],  # the verdict thresholds: a change redraws
         code=plan.code_digest("figures"),
     shell:
-        "python -m nonlinear_advantage figures --summary results/summary.csv --runs runs --out {output} > {log} 2>&1"
+        "python -m nonlinear_advantage figures --summary results/summary.csv --runs runs --params $NLA_PARAMS"
+        " --out {output} > {log} 2>&1"
 
 
 rule report:
@@ -57,6 +59,7 @@ rule report:
     resources:
         mem_mb=2000,
     params:
+        analysis=config["analysis"],
         code=plan.code_digest("report"),
     shell:
         "python -m nonlinear_advantage report --summary {input.summary} --figures {input.figures}"
