@@ -94,7 +94,7 @@ def test_an_unknown_architecture_is_an_error_not_a_guess():
         architectures.parameter_count("vgg", 8, 4, 1, 10, "relu")
 
 
-def test_schema_enums_are_the_registries():
+def test_schema_enums_come_from_the_registries():
     from nonlinear_advantage import schemas
 
     params, run = schemas.load(schemas.PARAMS), schemas.load(schemas.RUN)

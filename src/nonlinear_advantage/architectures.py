@@ -51,20 +51,20 @@ def plain_parameters(depth: int, width: int, in_channels: int, num_classes: int,
 
 @dataclass(frozen=True)
 class Architecture:
-    builder: str  # "module:function" of the package, called as builder(depth, width, in_channels, classes, act, slope)
+    builder: str  # "package.module:function", called as builder(depth, width, in_channels, classes, act, slope)
     parameters: Callable[[int, int, int, int, str], int]  # (depth, width, in_channels, classes, activation)
     valid_depth: Callable[[int], bool]
     depth_rule: str  # says what valid_depth accepts, for messages
 
     def build(self, *args):
         module, name = self.builder.split(":")
-        return getattr(importlib.import_module(f".{module}", __package__), name)(*args)
+        return getattr(importlib.import_module(module), name)(*args)
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "resnet": Architecture("models:resnet", resnet_parameters, lambda d: d >= 8 and (d - 2) % 6 == 0,
+    "resnet": Architecture("nonlinear_advantage.models:resnet", resnet_parameters, lambda d: d >= 8 and (d - 2) % 6 == 0,
                            "6n+2 with n >= 1: 8, 14, 20, 26, ..."),
-    "plain": Architecture("models:plain", plain_parameters, lambda d: d >= 4, ">= 4 (three conv stages + classifier)"),
+    "plain": Architecture("nonlinear_advantage.models:plain", plain_parameters, lambda d: d >= 4, ">= 4 (three conv stages + classifier)"),
 }
 
 

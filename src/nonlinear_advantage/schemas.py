@@ -26,9 +26,18 @@ def path(name: str) -> Path:
 
 @cache
 def load(name: str) -> dict:
+    """A schema, with the enums of datasets and architectures filled in from their registries."""
+    from .architectures import ARCHITECTURES
+    from .datasets import DATASETS
+
     if not path(name).exists():
         raise UserError(f"{path(name)} not found: the study runs from a checkout (pip install -e .)")
-    return json.loads(path(name).read_text())
+    schema = json.loads(path(name).read_text())
+    props = schema["properties"]
+    props["model"]["properties"]["arch"]["enum"] = list(ARCHITECTURES)
+    if "datasets" in props:
+        props["datasets"]["propertyNames"]["enum"] = list(DATASETS)
+    return schema
 
 
 def key_path(parts) -> str:

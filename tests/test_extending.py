@@ -1,0 +1,87 @@
+"""docs/extending.md, exercised: a toy dataset and a toy architecture added through the
+registries alone travel plan -> train -> measure -> aggregate."""
+
+import csv
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from nonlinear_advantage import aggregate, architectures, fileio, measure, plan, schemas, trainer
+from nonlinear_advantage.datasets import DATASETS, Dataset
+from nonlinear_advantage.models import Classifier, conv_bn, make_activation
+from repo_copy import TINY
+
+
+def toy_net(depth, width, in_channels, num_classes, act, slope_init) -> nn.Module:
+    """depth − 1 conv-bn-activation layers of one width, then the classifier."""
+    layers, cin = [], in_channels
+    for _ in range(depth - 1):
+        layers += [conv_bn(cin, width), make_activation(act, width, slope_init)]
+        cin = width
+    return Classifier(nn.Sequential(*layers), cin, num_classes)
+
+
+def toy_parameters(depth, width, in_channels, num_classes, activation) -> int:
+    act = 1 if activation == "prelu" else 0
+    total, cin = 0, in_channels
+    for _ in range(depth - 1):
+        total += cin * width * 9 + 2 * width + act * width
+        cin = width
+    return total + cin * num_classes + num_classes
+
+
+@pytest.fixture
+def registered(monkeypatch):
+    """The two registry entries a user would add (datasets.py, architectures.py)."""
+    monkeypatch.setitem(DATASETS, "toy", Dataset(shape=(1, 6, 6), reader="none", files={}, classes=("a", "b", "c"),
+                                                 num_classes=3))
+    monkeypatch.setitem(architectures.ARCHITECTURES, "toy", architectures.Architecture(
+        "test_extending:toy_net", toy_parameters, lambda d: d >= 2, ">= 2"))
+    schemas.load.cache_clear()
+    yield
+    schemas.load.cache_clear()
+
+
+def write_toy_data(path, seed=0) -> None:
+    """A prepared file in the format data.load_prepared checks."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def split(n):
+        y = torch.arange(n) % 3
+        x = (torch.rand(n, 1, 6, 6, generator=gen) * 80 + y.view(-1, 1, 1, 1) * 60).to(torch.uint8)
+        return x, y
+
+    (tx, ty), (vx, vy), (sx, sy) = split(60), split(21), split(21)
+    fileio.torch_save(dict(name="toy", train_x=tx, train_y=ty, val_x=vx, val_y=vy, test_x=sx, test_y=sy,
+                           classes=["a", "b", "c"], mean=[0.3], std=[0.2], seed=seed), path)
+
+
+def test_toy_dataset_and_architecture_through_the_pipeline(registered, tmp_path, monkeypatch):
+    params = yaml.safe_load(TINY.read_text())
+    params["datasets"] = {"toy": {"train_size": 60, "val_size": 21, "test_size": 21, "epochs": 1}}
+    params["model"] = {"arch": "toy", "depth": 3, "width": 4, "slope_init": 0.25}
+    params["baseline"] = {"depths": [2], "widths": ["own", "wide"]}
+    params["sweep"]["lambdas"] = [5.0]
+    params = plan.validate(params, source="toy params")  # the schema's enums come from the registries
+
+    monkeypatch.chdir(tmp_path)
+    write_toy_data(tmp_path / "data" / "prepared" / "toy.pt")
+    runs = plan.runs(params)
+    assert [r.arm for r in runs] == ["baseline", "baseline", "dense", "sparse", "posthoc"]
+    for run in runs:  # in plan order: the dense run exists before the post-hoc run starts from it
+        out = tmp_path / plan.run_dir(run.id)
+        trainer.train(plan.run_config(params, run.id), out, progress=False)
+        fileio.write_json(out / "depth.json", measure.measure(out))
+    summary = tmp_path / "summary.csv"
+    aggregate.aggregate([tmp_path / plan.run_dir(r.id) for r in runs], summary)
+
+    rows = list(csv.DictReader(summary.open()))
+    assert [r["run"] for r in rows] == [r.id for r in runs]
+    assert {r["arch"] for r in rows} == {"toy"} and {r["dataset"] for r in rows} == {"toy"}
+    dense = next(r for r in rows if r["arm"] == "dense")
+    assert int(dense["params"]) == toy_parameters(3, 4, 1, 3, "prelu")  # the closed form is the built net's
+    wide = next(r for r in rows if r["widened"] == "True")
+    assert int(wide["width"]) > 4 and int(wide["params"]) >= int(dense["params"])
+    assert float(dense["apl_normalized"]) == 2.0  # two activation layers, all nonlinear
