@@ -319,6 +319,6 @@ def test_real_profile_asks_slurm_for_a_gpu_per_training_job(slurm, tmp_path):
                      proc.stdout), proc.stdout[-4000:]
     proc, _ = run_snakemake_on_slurm(work, PROFILE, [*args, "runs/digits/dense/s0/metrics.json"], env=env)
     assert proc.returncode != 0
-    assert re.search(r"sbatch call: sbatch .*--comment rule_train_wildcards_digits/dense/s0 .*--gpus=1",
+    assert re.search(r"sbatch call: sbatch .*--comment rule_train_wildcards_digits_dense_s0 .*--gpus=1",
                      proc.stdout), proc.stdout[-4000:]
     assert "Invalid generic resource (gres) specification" in proc.stdout
