@@ -166,7 +166,12 @@ def main():
         else:
             print(f"trainer        {rate(ours)}   test acc {ours['test_acc']:.4f}")
         if args.dataloader:
-            plain = dataloader_loop(data, model_cfg, args.batch, args.device, args.workers)
+            try:
+                plain = dataloader_loop(data, model_cfg, args.batch, args.device, args.workers)
+            except Exception as exc:  # e.g. workers without enough shared memory in a container
+                print(f"DataLoader with {args.workers} workers failed ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0][:100]}); again with 0 workers")
+                plain = dataloader_loop(data, model_cfg, args.batch, args.device, 0)
             print(f"DataLoader     {plain:9.0f} images/s   trainer x{speed / plain:.2f} "
                   f"(GPU target >= 3.5 at batch 512)", flush=True)
         if args.settings:

@@ -68,7 +68,7 @@ step() {
         timeout --kill-after=10 "$cap" "$@" >"$OUT/$name.log" 2>&1
     fi
     rc=$?
-    took=$(printf '%.1f' "$(echo "$EPOCHREALTIME - $t0" | bc)")
+    took=$(awk "BEGIN {printf \"%.1f\", $EPOCHREALTIME - $t0}")
     if [ $rc -eq 0 ]; then
         say "$name: OK in ${took}s"
     else
@@ -109,7 +109,7 @@ printf '#!/bin/sh\nexec "%s" "$@"\n' "$PY" >"$WORK/bin/python"
 chmod +x "$WORK/bin/python"
 export PATH="$WORK/bin:$PATH"
 {
-    echo "date: $(date -Is)  host: $(hostname)  cores: $(nproc)"
+    echo "date: $(date -Is)  host: $(uname -n)  cores: $(nproc)"
     "$PY" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'device', torch.cuda.get_device_name() if torch.cuda.is_available() else 'none')"
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 } >"$OUT/environment.txt" 2>&1
@@ -136,7 +136,8 @@ if [ $SMOKE -eq 1 ]; then
 else
     BENCH=(--device cuda --batch 512 --epochs 2 --repeats 1 --workers 4 --settings)
 fi
-step bench 200 "$PY" "$ROOT/benchmarks/bench_trainer.py" --data "$DATA" --dataloader "${BENCH[@]}"
+# perf_hints: torch.compile says there when, and why, it skips CUDA graphs.
+TORCH_LOGS=perf_hints step bench 200 "$PY" "$ROOT/benchmarks/bench_trainer.py" --data "$DATA" --dataloader "${BENCH[@]}"
 grep -E "^(trainer|DataLoader|bare loop)" "$OUT/bench.log" | sed 's/^/  /' | tee -a "$SUMMARY"
 
 # ---- 3. ResNet-20 width 16, 15 epochs, flip + crop

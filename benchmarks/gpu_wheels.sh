@@ -89,6 +89,6 @@ done
 size() { du -sb "$@" | awk '{s += $1} END {print s}'; }
 total=$(size "$WHL" "$CARRY")
 printf 'carry: .whl %.1f MiB + .gpu_carry %.1f MiB = %.1f MiB (limit 64 MiB)\n' \
-    "$(echo "$(size "$WHL") / 1048576" | bc -l)" "$(echo "$(size "$CARRY") / 1048576" | bc -l)" \
-    "$(echo "$total / 1048576" | bc -l)"
+    "$(awk "BEGIN {print $(size "$WHL") / 1048576}")" "$(awk "BEGIN {print $(size "$CARRY") / 1048576}")" \
+    "$(awk "BEGIN {print $total / 1048576}")"
 [ "$total" -le $((60 * 1048576)) ] || { echo "too big to carry: keep it under 60 MiB" >&2; exit 1; }
