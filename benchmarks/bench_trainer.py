@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -103,11 +104,20 @@ VARIANTS = {
 DEFAULT_VARIANTS = {"cpu": "nchw,bf16,compile", "cuda": "nchw,fp32,eager"}
 
 
+def fresh_compile() -> None:
+    """Forget earlier torch.compile graphs of this process, so that each run compiles as on its own
+    (dynamo would otherwise recompile the same forward with a dynamic batch size, or hit its
+    recompile limit). The on-disk kernel caches stay: that is what a second run of the study sees."""
+    if "torch._dynamo" in sys.modules:
+        sys.modules["torch._dynamo"].reset()
+
+
 def trainer_run(data: Path, model_cfg: dict, batch: int, epochs: int, out: Path, device="cpu", **extra) -> dict:
     """The trainer's metrics, with ``steady_images_per_s``: the last epoch's rate when there are
     two or more (history.csv's wall_time_s is cumulative training time), else the run's."""
     cfg = dict(name="bench", data=str(data), model=model_cfg, epochs=epochs, batch_size=batch, lam=10.0,
                device=device, **extra)
+    fresh_compile()
     metrics = train(cfg, out, progress=False)
     metrics["steady_images_per_s"] = metrics["images_per_s"]
     with open(out / "history.csv", newline="") as f:

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The CUDA path checked for real, in one command (issue 13), within ~8 minutes on one GPU:
 #   1 prepare   the full Fashion-MNIST from raw files carried with the call (download --source-dir, prepare);
-#   2 bench     benchmarks/bench_trainer.py on cuda, batch 512, --dataloader --settings: the trainer's
-#               images/s against a plain DataLoader loop (target >= 3.5x) and the settings' effects;
+#   2 bench     benchmarks/bench_trainer.py on cuda, batch 512, --dataloader: the trainer's images/s
+#               against a plain DataLoader loop in the same run (target >= 3.5x);
 #   3 train     ResNet-20 width 16, 15 epochs, full Fashion-MNIST, flip + crop 2: test accuracy
 #               (target >= 93%) and wall time;
 #   4 sizing    one epoch of ResNet-56 width 16 on 45k random 32x32x3 images at batch 128 and 512, and
 #               the estimated wall time of config/paper.yaml (benchmarks/gpu_sizing.py);
 #   5 pipeline  the tiny study (tests/fixtures/tiny_params.yaml, device cuda) end to end through
-#               Snakemake, in a temporary copy of the repository.
+#               Snakemake, in a temporary copy of the repository;
+#   6 settings  bench_trainer.py --settings: the default (bf16, channels_last, compiled) against NCHW,
+#               fp32 and no compile. Last, because it compiles three times: it gets the time left.
 # Every log, and summary.txt with one line of figures per step, goes into OUTDIR. A step that fails
 # or runs out of time is marked so in summary.txt and the next step still runs; the exit code is
 # the number of failed steps.
@@ -19,7 +21,7 @@
 #   --raw      the raw Fashion-MNIST .gz files (default .gpu_carry/fashion-mnist; with --smoke, falling
 #              back to Debian's /usr/share/datasets/fashion-mnist).
 #   --wheels   wheels to install when snakemake/jsonschema/reportlab are missing (default .whl).
-#   --budget   seconds for all steps together (default 500; each step also has its own cap).
+#   --budget   seconds for all steps together (default 480; each step also has its own cap).
 # Python: $PYTHON (default python3), with torch; the package runs from this checkout's src/.
 #
 # On a GPU machine that cannot download (its python3 has torch but no Snakemake): first, here,
@@ -27,7 +29,7 @@
 # then carry .whl and .gpu_carry with the call and run `bash benchmarks/gpu_check.sh "$OUT"`.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-OUT="" SMOKE=0 RAW="" WHEELS="$ROOT/.whl" BUDGET=500
+OUT="" SMOKE=0 RAW="" WHEELS="$ROOT/.whl" BUDGET=480
 while [ $# -gt 0 ]; do
     case "$1" in
         --smoke) SMOKE=1 ;;
@@ -130,14 +132,14 @@ prepare() {
 FIGURES=("$PY" "$ROOT/benchmarks/gpu_check_figures.py")
 step prepare 120 prepare && "${FIGURES[@]}" dataset "$DATA" | tee -a "$SUMMARY"
 
-# ---- 2. the trainer against a plain DataLoader loop, and the settings' effects
+# ---- 2. the trainer against a plain DataLoader loop (the settings' comparison comes last: step 6)
 if [ $SMOKE -eq 1 ]; then
-    BENCH=(--device cpu --batch 64 --depth 8 --width 4 --epochs 2 --repeats 1 --workers 0 --settings nchw)
+    BENCH=(--device cpu --batch 64 --depth 8 --width 4 --epochs 2 --repeats 1 --workers 0)
 else
-    BENCH=(--device cuda --batch 512 --epochs 2 --repeats 1 --workers 4 --settings)
+    BENCH=(--device cuda --batch 512 --epochs 2 --repeats 1 --workers 4)
 fi
 # perf_hints: torch.compile says there when, and why, it skips CUDA graphs.
-TORCH_LOGS=perf_hints step bench 200 "$PY" "$ROOT/benchmarks/bench_trainer.py" --data "$DATA" --dataloader "${BENCH[@]}"
+TORCH_LOGS=perf_hints step bench 150 "$PY" "$ROOT/benchmarks/bench_trainer.py" --data "$DATA" --dataloader "${BENCH[@]}"
 grep -E "^(trainer|DataLoader|bare loop)" "$OUT/bench.log" | sed 's/^/  /' | tee -a "$SUMMARY"
 
 # ---- 3. ResNet-20 width 16, 15 epochs, flip + crop
@@ -191,6 +193,11 @@ EOF
     return $rc
 }
 step pipeline 200 pipeline && "${FIGURES[@]}" pipeline "$OUT/pipeline" "$DEVICE" | tee -a "$SUMMARY"
+
+# ---- 6. the settings' effects (bench_trainer --settings): last, as it compiles most; gets what time is left
+if [ $SMOKE -eq 1 ]; then SETTINGS=(--settings nchw); else SETTINGS=(--settings); fi
+TORCH_LOGS=perf_hints step settings 200 "$PY" "$ROOT/benchmarks/bench_trainer.py" --data "$DATA" "${BENCH[@]}" "${SETTINGS[@]}"
+grep -E "^[A-Za-z0-9. ]{14} .*(images/s|failed)" "$OUT/settings.log" | sed 's/^/  /' | tee -a "$SUMMARY"
 
 say "done: $FAILED step(s) failed; logs in $OUT"
 exit $FAILED

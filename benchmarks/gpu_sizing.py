@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -53,6 +55,8 @@ def time_epoch(data: Path, model: dict, batch: int, device: str, out: Path) -> d
     """Seconds of the second training epoch, and of the first (compilation included)."""
     cfg = dict(name=f"sizing/b{batch}", data=str(data), model=model, epochs=2, batch_size=batch,
                device=device, augment={"flip": True, "crop": 4}, schedule={"kind": "cosine", "warmup_epochs": 1})
+    if "torch._dynamo" in sys.modules:  # compile afresh: not a dynamic-batch recompile of the last run
+        sys.modules["torch._dynamo"].reset()
     t0 = time.perf_counter()
     metrics = train(cfg, out, progress=False)
     call = time.perf_counter() - t0
@@ -62,11 +66,14 @@ def time_epoch(data: Path, model: dict, batch: int, device: str, out: Path) -> d
             "images_per_s": metrics["images_per_s"]}
 
 
+@functools.cache
 def forward_flops(arch: str, depth: int, width: int, dataset: str, activation: str = "prelu") -> int:
-    """Multiply-adds x 2 of one image's forward pass through the convolutions and linear layers."""
+    """Multiply-adds x 2 of one image's forward pass through the convolutions and linear layers
+    (shapes only: the model runs on the meta device)."""
     c, side, classes = SHAPES[dataset]
-    model = build_model(arch, depth=depth, width=width, in_channels=c, num_classes=classes,
-                        activation=activation).eval()
+    with torch.device("meta"):
+        model = build_model(arch, depth=depth, width=width, in_channels=c, num_classes=classes,
+                            activation=activation).eval()
     total = 0
 
     def count(module, inputs, output):
@@ -81,14 +88,15 @@ def forward_flops(arch: str, depth: int, width: int, dataset: str, activation: s
         if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
             m.register_forward_hook(count)
     with torch.no_grad():
-        model(torch.zeros(1, c, side, side))
+        model(torch.zeros(1, c, side, side, device="meta"))
     return total
 
 
 def widen(arch: str, depth: int, width: int, target: int, **kwargs) -> int:
     """models.widen_to_match by bisection: the smallest width >= ``width`` reaching ``target`` params."""
     def count(w):
-        return parameter_count(build_model(arch, depth=depth, width=w, **kwargs))
+        with torch.device("meta"):  # shapes only: no weights are initialised
+            return parameter_count(build_model(arch, depth=depth, width=w, **kwargs))
 
     hi = width
     while count(hi) < target:
@@ -110,7 +118,8 @@ def study_runs(params: dict) -> list[dict]:
     runs = []
     for dataset, sizes in params["datasets"].items():
         c, _, classes = SHAPES[dataset]
-        full = parameter_count(build_model(arch, depth=depth, width=width, in_channels=c, num_classes=classes))
+        with torch.device("meta"):
+            full = parameter_count(build_model(arch, depth=depth, width=width, in_channels=c, num_classes=classes))
         widths = {(d, kind): width if kind == "own" else widen(
                       arch, d, width, full, in_channels=c, num_classes=classes, activation="relu")
                   for d in base.get("depths", []) for kind in base.get("widths", [])}
@@ -129,16 +138,15 @@ def study_runs(params: dict) -> list[dict]:
     return runs
 
 
-def estimate(params: dict, timed: dict, epoch_s: float) -> dict:
-    """Seconds of the whole study on one device, from ``epoch_s`` of the timed model and data."""
+def estimate(params: dict, timed: dict, epoch_s: float, runs: list[dict] | None = None) -> dict:
+    """Seconds of the whole study on one device, from ``epoch_s`` of the timed model and data
+    (``runs``: ``study_runs(params)``, if already at hand)."""
     ref = forward_flops(timed["arch"], timed["depth"], timed["width"], timed["dataset"]) * timed["n_train"]
-    flops, total, per_dataset = {}, 0.0, {}
-    runs = study_runs(params)
+    total, per_dataset = 0.0, {}
+    runs = study_runs(params) if runs is None else runs
     for run in runs:
-        key = (run["arch"], run["depth"], run["width"], run["dataset"], run["activation"])
-        if key not in flops:
-            flops[key] = forward_flops(*key)
-        work = run["epochs"] * flops[key] * (run["n_train"] + EVAL_COST * run["n_eval"])
+        flops = forward_flops(run["arch"], run["depth"], run["width"], run["dataset"], run["activation"])
+        work = run["epochs"] * flops * (run["n_train"] + EVAL_COST * run["n_eval"])
         seconds = epoch_s * work / ref
         total += seconds
         per_dataset[run["dataset"]] = per_dataset.get(run["dataset"], 0.0) + seconds
@@ -187,8 +195,9 @@ def main():
     paper_batch = params.get("train", {}).get("batch_size")
     result = {"device": device, "torch": torch.__version__, "timings": timings, "params": str(args.params),
               "params_batch_size": paper_batch, "estimates": {}}
+    runs = study_runs(params)
     for t in timings:
-        est = estimate(params, timed, t["epoch_s"])
+        est = estimate(params, timed, t["epoch_s"], runs)
         result["estimates"][t["batch"]] = est
         note = " (the params' batch size)" if t["batch"] == paper_batch else ""
         print(f"estimate for {args.params.name} at batch {t['batch']}{note}: {est['runs']} runs, "
@@ -196,7 +205,7 @@ def main():
               f"({', '.join(f'{k} {v / 3600:.1f} h' for k, v in est['per_dataset_s'].items())})")
     counted = plan_count(args.params)
     if counted is not None:
-        agree = "agrees" if counted == len(study_runs(params)) else "DISAGREES"
+        agree = "agrees" if counted == len(runs) else "DISAGREES"
         print(f"plan.run_ids counts {counted} runs: {agree}")
     (args.out / "sizing.json").write_text(json.dumps(result, indent=1))
 

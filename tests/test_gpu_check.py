@@ -169,7 +169,7 @@ def test_gpu_check_smoke(tmp_path):
                           env=env, capture_output=True, text=True, timeout=600)
     summary = (out / "summary.txt").read_text() if (out / "summary.txt").exists() else ""
     assert proc.returncode == 0, f"{summary}\n{proc.stderr[-3000:]}"
-    for step in ("prepare", "bench", "train", "sizing", "pipeline"):
+    for step in ("prepare", "bench", "train", "sizing", "pipeline", "settings"):
         assert (out / f"{step}.log").is_file()
         _line(summary, rf"^{step}: OK in [0-9.]+s$")
     assert "mode: smoke" in summary and "torch" in summary
@@ -178,7 +178,8 @@ def test_gpu_check_smoke(tmp_path):
     # 2. the trainer against the DataLoader loop
     assert float(_line(summary, r"^  DataLoader +[0-9]+ images/s +trainer x([0-9.]+)").group(1)) > 0
     assert float(_line(summary, r"^  trainer +([0-9]+) images/s").group(1)) > 0
-    _line((out / "bench.log").read_text(), r"^NCHW +[0-9]+ images/s")
+    # 6. the settings' comparison
+    _line(summary, r"^  NCHW +[0-9]+ images/s .* vs default")
     # 3. the training run: accuracy and wall time
     acc = _line(summary, r"epochs: test accuracy ([0-9.]+), training wall time ([0-9.]+) s")
     assert 0 <= float(acc.group(1)) <= 1 and float(acc.group(2)) > 0
