@@ -172,8 +172,10 @@ pipeline() {
     local work="$WORK/repo"
     mkdir -p "$work"
     # The checkout without what is big, ignored or this run's own output (OUTDIR may lie inside).
+    # (git is not needed: the GPU machine gets a copy of the working tree without .git.)
     tar -C "$ROOT" --exclude=./.git --exclude=./.venv --exclude=./.whl --exclude=./.gpu_carry \
         --exclude=./data --exclude=./runs --exclude=./results --exclude=./logs --exclude=./.snakemake \
+        --exclude=./reports/figures --exclude=./reports/report.pdf --exclude=./.dvc/cache --exclude=./.dvc/tmp \
         --exclude="./${OUT#"$ROOT"/}" --exclude='__pycache__' -cf - . | tar -C "$work" -xf - || return 1
     "$PY" - "$ROOT/tests/fixtures/tiny_params.yaml" "$work/params.yaml" "$DEVICE" "$SMOKE" <<'EOF' || return 1
 import sys, yaml
@@ -188,6 +190,11 @@ open(sys.argv[2], "w").write(yaml.safe_dump(params, sort_keys=False))
 EOF
     (cd "$work" && "$PY" -m snakemake --cores "$(nproc)" --scheduler greedy)
     local rc=$?
+    if [ $rc -ne 0 ]; then  # the failing jobs' own logs say why
+        grep -rlE "Traceback|[Ee]rror" "$work/logs" 2>/dev/null | head -n 3 | while read -r log; do
+            echo "---- ${log#"$work"/}"; tail -n 15 "$log"
+        done
+    fi
     mkdir -p "$OUT/pipeline"
     cp -r "$work/results" "$work/logs" "$work/reports" "$work/params.yaml" "$OUT/pipeline/" 2>/dev/null
     return $rc

@@ -62,6 +62,7 @@ def time_epoch(data: Path, model: dict, batch: int, device: str, out: Path) -> d
     call = time.perf_counter() - t0
     with open(out / "history.csv", newline="") as f:
         walls = [float(row["wall_time_s"]) for row in csv.DictReader(f)]
+    (out / "checkpoint.pt").unlink()  # not needed, and not worth bringing back from the GPU machine
     return {"batch": batch, "epoch_s": walls[1] - walls[0], "first_epoch_s": walls[0], "call_s": call,
             "images_per_s": metrics["images_per_s"]}
 
