@@ -5,7 +5,9 @@
 
 1. Writes a random prepared dataset (N images of 32x32x3 + val and test sets, the prepared-file
    format of docs/interfaces.md) and trains on it with ``trainer.train`` for 2 epochs at each batch
-   size, with the device's ``auto`` settings (bf16, channels_last, torch.compile on CUDA). The
+   size, with the device's ``auto`` settings (bf16, channels_last, torch.compile on CUDA) and the
+   prior on (λ > 0: the proximal step runs after every step, as in the sparse and post-hoc runs,
+   which are most of the study; the dense runs and baselines are counted at that rate too). The
    epoch time is the second epoch's (history.csv's wall_time_s is cumulative training time; the
    first epoch pays for compilation and CUDA-graph capture).
 2. Counts the runs and epochs of the params file (config/paper.yaml) itself, from its YAML:
@@ -51,9 +53,9 @@ def random_dataset(path: Path, n: int, n_val: int, n_test: int, size: int = 32, 
     return path
 
 
-def time_epoch(data: Path, model: dict, batch: int, device: str, out: Path) -> dict:
+def time_epoch(data: Path, model: dict, batch: int, device: str, out: Path, lam: float = 1.0) -> dict:
     """Seconds of the second training epoch, and of the first (compilation included)."""
-    cfg = dict(name=f"sizing/b{batch}", data=str(data), model=model, epochs=2, batch_size=batch,
+    cfg = dict(name=f"sizing/b{batch}", data=str(data), model=model, epochs=2, batch_size=batch, lam=lam,
                device=device, augment={"flip": True, "crop": 4}, schedule={"kind": "cosine", "warmup_epochs": 1})
     if "torch._dynamo" in sys.modules:  # compile afresh: not a dynamic-batch recompile of the last run
         sys.modules["torch._dynamo"].reset()
@@ -176,6 +178,7 @@ def main():
     parser.add_argument("--depth", type=int, default=56)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--batches", type=int, nargs="+", default=[128, 512])
+    parser.add_argument("--lam", type=float, default=1.0, help="λ of the timed runs (0: no proximal step)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     data = random_dataset(args.out / "random.pt", args.n, args.val, args.test)
@@ -185,7 +188,7 @@ def main():
           f"torch {torch.__version__}", flush=True)
     timings = []
     for batch in args.batches:
-        t = time_epoch(data, model, batch, args.device, args.out / f"b{batch}")
+        t = time_epoch(data, model, batch, args.device, args.out / f"b{batch}", args.lam)
         timings.append(t)
         print(f"epoch at batch {batch}: {t['epoch_s']:.2f} s ({args.n / t['epoch_s']:.0f} images/s; "
               f"first epoch {t['first_epoch_s']:.1f} s, compilation and warm-up included)", flush=True)
