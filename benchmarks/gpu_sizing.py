@@ -10,12 +10,12 @@
    which are most of the study; the dense runs and baselines are counted at that rate too). The
    epoch time is the second epoch's (history.csv's wall_time_s is cumulative training time; the
    first epoch pays for compilation and CUDA-graph capture).
-2. Counts the runs and epochs of the params file (config/paper.yaml) itself, from its YAML:
-   per dataset and seed, the baselines (depths x widths), the dense run and, per λ, a sparse
-   and a post-hoc run. Each run's cost is its epochs x training images x the FLOPs of one
-   image's forward pass of its model (its convolutions and linear layers), relative to the timed model,
-   plus an evaluation pass over val + test per epoch (a forward costs ~1/3 of a training step).
-   Small baselines run below the big model's efficiency on a GPU, so their share is a lower bound.
+2. Lists the runs of the params file (config/paper.yaml) with the study's own plan
+   (plan.runs and plan.run_config: every arm, its model and epochs). Each run's cost is its
+   epochs x training images x the FLOPs of one image's forward pass of its model (its
+   convolutions and linear layers), relative to the timed model, plus an evaluation pass over
+   val + test per epoch (a forward costs ~1/3 of a training step). Small baselines run below
+   the big model's efficiency on a GPU, so their share is a lower bound.
 
 Writes DIR/sizing.json and prints the epoch times and the estimate.
 """
@@ -33,12 +33,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from nonlinear_advantage.models import build_model, parameter_count
+from nonlinear_advantage import plan
+from nonlinear_advantage.datasets import DATASETS
+from nonlinear_advantage.models import build_model
 from nonlinear_advantage.trainer import train
 
-# (input channels, side, classes) of the datasets a params file may name; the model needs no more.
-SHAPES = {"digits": (1, 8, 10), "fashion_mnist": (1, 28, 10), "mnist": (1, 28, 10),
-          "cifar10": (3, 32, 10), "cifar100": (3, 32, 100), "svhn": (3, 32, 10)}
 EVAL_COST = 1 / 3  # a forward pass, relative to a training step (forward + backward)
 
 
@@ -73,7 +72,8 @@ def time_epoch(data: Path, model: dict, batch: int, device: str, out: Path, lam:
 def forward_flops(arch: str, depth: int, width: int, dataset: str, activation: str = "prelu") -> int:
     """Multiply-adds x 2 of one image's forward pass through the convolutions and linear layers
     (shapes only: the model runs on the meta device)."""
-    c, side, classes = SHAPES[dataset]
+    ds = DATASETS[dataset]
+    c, side, classes = ds.shape[0], ds.shape[1], ds.num_classes
     with torch.device("meta"):
         model = build_model(arch, depth=depth, width=width, in_channels=c, num_classes=classes,
                             activation=activation).eval()
@@ -95,49 +95,15 @@ def forward_flops(arch: str, depth: int, width: int, dataset: str, activation: s
     return total
 
 
-def widen(arch: str, depth: int, width: int, target: int, **kwargs) -> int:
-    """models.widen_to_match by bisection: the smallest width >= ``width`` reaching ``target`` params."""
-    def count(w):
-        with torch.device("meta"):  # shapes only: no weights are initialised
-            return parameter_count(build_model(arch, depth=depth, width=w, **kwargs))
-
-    hi = width
-    while count(hi) < target:
-        hi *= 2
-    lo = max(width, hi // 2)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        lo, hi = (mid + 1, hi) if count(mid) < target else (lo, mid)
-    return lo
-
-
 def study_runs(params: dict) -> list[dict]:
-    """Every run of a params file: dataset, arm, model and epochs, counted from the YAML itself."""
-    m = params["model"]
-    arch, depth, width = m.get("arch", "resnet"), m["depth"], m["width"]
-    base = params.get("baseline") or {}
-    posthoc_epochs = (params.get("posthoc") or {}).get("epochs", 0)
-    lambdas = (params.get("sweep") or {}).get("lambdas", [])
+    """Every run of a params file, from the study's own plan: dataset, arm, model and epochs."""
+    params = plan.validate(params)
     runs = []
-    for dataset, sizes in params["datasets"].items():
-        c, _, classes = SHAPES[dataset]
-        with torch.device("meta"):
-            full = parameter_count(build_model(arch, depth=depth, width=width, in_channels=c, num_classes=classes))
-        widths = {(d, kind): width if kind == "own" else widen(
-                      arch, d, width, full, in_channels=c, num_classes=classes, activation="relu")
-                  for d in base.get("depths", []) for kind in base.get("widths", [])}
-        for seed in params["seeds"]:
-            common = dict(dataset=dataset, seed=seed, arch=arch, n_train=sizes["train_size"],
-                          n_eval=sizes.get("val_size", 0) + sizes.get("test_size", 0))
-            for (d, kind), w in widths.items():
-                runs.append(dict(common, arm="baseline", depth=d, width=w, widened=kind == "wide", activation="relu",
-                                 epochs=sizes["epochs"]))
-            runs.append(dict(common, arm="dense", depth=depth, width=width, activation="prelu", epochs=sizes["epochs"]))
-            for lam in lambdas:
-                runs.append(dict(common, arm="sparse", lam=lam, depth=depth, width=width, activation="prelu",
-                                 epochs=sizes["epochs"]))
-                runs.append(dict(common, arm="posthoc", lam=lam, depth=depth, width=width, activation="prelu",
-                                 epochs=posthoc_epochs))
+    for run in plan.runs(params):
+        cfg, sizes = plan.run_config(params, run.id), params["datasets"][run.fields["dataset"]]
+        model = {k: cfg["model"][k] for k in ("arch", "depth", "width", "activation")}
+        runs.append(dict(run.fields, arm=run.arm, **model, epochs=cfg["epochs"], n_train=sizes["train_size"],
+                         n_eval=sizes["val_size"] + sizes["test_size"]))
     return runs
 
 
@@ -155,16 +121,6 @@ def estimate(params: dict, timed: dict, epoch_s: float, runs: list[dict] | None 
         per_dataset[run["dataset"]] = per_dataset.get(run["dataset"], 0.0) + seconds
     return {"runs": len(runs), "epochs": sum(r["epochs"] for r in runs), "seconds": total,
             "per_dataset_s": per_dataset}
-
-
-def plan_count(path: Path) -> int | None:
-    """The package's own count of runs, as a cross-check; None if its plan API has moved."""
-    try:
-        from nonlinear_advantage import plan
-
-        return len(plan.run_ids(plan.load_params(path)))
-    except Exception:  # the plan is being refactored: the estimate does not depend on it
-        return None
 
 
 def main():
@@ -207,10 +163,6 @@ def main():
         print(f"estimate for {args.params.name} at batch {t['batch']}{note}: {est['runs']} runs, "
               f"{est['epochs']} epochs, {est['seconds'] / 3600:.1f} GPU-hours on one {device} "
               f"({', '.join(f'{k} {v / 3600:.1f} h' for k, v in est['per_dataset_s'].items())})")
-    counted = plan_count(args.params)
-    if counted is not None:
-        agree = "agrees" if counted == len(runs) else "DISAGREES"
-        print(f"plan.run_ids counts {counted} runs: {agree}")
     (args.out / "sizing.json").write_text(json.dumps(result, indent=1))
 
 

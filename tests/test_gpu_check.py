@@ -16,10 +16,11 @@ import pytest
 import torch
 import yaml
 
-from nonlinear_advantage import trainer
+from nonlinear_advantage import plan, trainer
 from nonlinear_advantage.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "fixtures" / "tiny_params.yaml"
 FMNIST_RAW = [ROOT / ".gpu_carry" / "fashion-mnist", Path("/usr/share/datasets/fashion-mnist")]
 
 
@@ -122,31 +123,21 @@ def test_auto_on_the_cpu_is_fp32_channels_last_eager(tmp_path, monkeypatch):
 # ---- the paper study's run count ------------------------------------------------------------------
 
 
-def test_sizing_counts_runs_and_epochs_from_the_params():
+def test_sizing_counts_the_plans_runs_and_epochs():
     sizing = _benchmark("gpu_sizing")
-    from nonlinear_advantage.models import build_model, parameter_count, widen_to_match
-
-    params = dict(
-        datasets={"cifar10": dict(train_size=100, val_size=10, test_size=20, epochs=7)}, seeds=[0, 1],
-        model=dict(arch="resnet", depth=20, width=4), sweep=dict(lambdas=[0.1, 1.0, 10.0]),
-        posthoc=dict(epochs=3), baseline=dict(depths=[8, 14], widths=["own", "wide"]),
-    )
+    params = yaml.safe_load(TINY.read_text())
     runs = sizing.study_runs(params)
-    arms = [r["arm"] for r in runs]
-    # per seed: 2 depths x 2 widths + dense + 3 sparse + 3 post-hoc
-    assert len(runs) == 2 * (4 + 1 + 3 + 3)
-    assert arms.count("posthoc") == 6 and arms.count("sparse") == 6 and arms.count("dense") == 2
-    assert sum(r["epochs"] for r in runs) == 2 * ((4 + 1 + 3) * 7 + 3 * 3)
-    full = parameter_count(build_model("resnet", depth=20, width=4, in_channels=3, num_classes=10))
-    wide8 = next(r["width"] for r in runs if r["arm"] == "baseline" and r["depth"] == 8 and r["widened"])
-    assert wide8 == widen_to_match("resnet", 8, 4, full, in_channels=3, num_classes=10, activation="relu") > 4
+    assert [r["arm"] for r in runs] == [r.arm for r in plan.runs(plan.validate(params))]
+    assert sum(r["epochs"] for r in runs) == sum(plan.run_config(params, r.id)["epochs"] for r in plan.runs(params))
+    params = dict(params, datasets={"cifar10": dict(train_size=100, val_size=10, test_size=20, epochs=7)})
     # The estimate is linear in the measured epoch, and the timed model's own epoch costs epoch_s.
     timed = dict(arch="resnet", depth=20, width=4, dataset="cifar10", n_train=100)
     one = sizing.estimate(params, timed, 1.0)
     assert sizing.estimate(params, timed, 2.0)["seconds"] == pytest.approx(2 * one["seconds"])
-    dense_only = dict(params, seeds=[0], sweep=dict(lambdas=[]), baseline=dict(depths=[], widths=[]))
+    dense = [dict(r, epochs=7) for r in sizing.study_runs(params) if r["arm"] == "dense"]
+    dense[0].update(arch="resnet", depth=20, width=4)
     eval_share = 1 + sizing.EVAL_COST * 30 / 100
-    assert sizing.estimate(dense_only, timed, 1.0)["seconds"] == pytest.approx(7 * eval_share)
+    assert sizing.estimate(params, timed, 1.0, dense)["seconds"] == pytest.approx(7 * eval_share)
 
 
 # ---- gpu_check.sh --smoke -------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from nonlinear_advantage.prelu import (
     nonlinear_mask,
     nonlinearity_penalty,
     parameter_groups,
+    prox_threshold,
     proximal_step_,
 )
 
@@ -79,3 +80,30 @@ def test_slopes_get_no_weight_decay():
     assert all(id(p) not in slope_ids for p in by_name["weights"]["params"])
     assert by_name["weights"]["weight_decay"] == 5e-4
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+@pytest.mark.parametrize("ratio, stays_linear", [(0.9, True), (1.1, False)])
+def test_the_prox_fixed_point_is_the_stated_objective(nesterov, ratio, stays_linear):
+    """A constant gradient g on a slope at 1: it stays at 1 exactly when |g| <= λ/C, whatever the momentum."""
+    lam, channels, lr, momentum = 2.0, 4, 0.05, 0.9
+    act = SparsePReLU(channels, init=1.0)
+    opt = torch.optim.SGD(act.parameters(), lr=lr, momentum=momentum, nesterov=nesterov)
+    g = ratio * lam / channels
+    for _ in range(500):
+        act.slope.grad = torch.full((channels,), g)
+        opt.step()
+        proximal_step_(act, prox_threshold(lr, lam, channels, momentum))
+    assert bool((act.slope == 1).all()) is stays_linear, act.slope
+
+
+def test_without_the_momentum_term_the_prior_is_weaker():
+    """What the threshold lr·λ/C gave: a gradient of half of λ/C already pulls the slope off 1."""
+    lam, channels, lr, momentum = 2.0, 4, 0.05, 0.9
+    act = SparsePReLU(channels, init=1.0)
+    opt = torch.optim.SGD(act.parameters(), lr=lr, momentum=momentum, nesterov=True)
+    for _ in range(500):
+        act.slope.grad = torch.full((channels,), 0.5 * lam / channels)
+        opt.step()
+        proximal_step_(act, lr * lam / channels)
+    assert bool((act.slope < 1).all())

@@ -62,9 +62,10 @@ class Architecture:
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "resnet": Architecture("nonlinear_advantage.models:resnet", resnet_parameters, lambda d: d >= 8 and (d - 2) % 6 == 0,
-                           "6n+2 with n >= 1: 8, 14, 20, 26, ..."),
-    "plain": Architecture("nonlinear_advantage.models:plain", plain_parameters, lambda d: d >= 4, ">= 4 (three conv stages + classifier)"),
+    "resnet": Architecture("nonlinear_advantage.models:resnet", resnet_parameters,
+                           lambda d: d >= 8 and (d - 2) % 6 == 0, "6n+2 with n >= 1: 8, 14, 20, 26, ..."),
+    "plain": Architecture("nonlinear_advantage.models:plain", plain_parameters,
+                          lambda d: d >= 4, ">= 4 (three conv stages + classifier)"),
 }
 
 
