@@ -20,12 +20,14 @@ from .errors import UserError
 SUMMARY_COLUMNS = (
     "run", "dataset", "arm", "arch", "depth", "width", "activation", "widened", "lam", "seed",
     "params", "test_acc", "val_acc", "train_acc", "test_loss", "penalty", "nonlinear_channels",
-    "total_channels", "apl_normalized", "apl_unnormalized", "eps", "epochs",
+    "total_channels", "apl_normalized", "apl_unnormalized", "eps", "epochs", "budget_epochs",
+    "prior_start_epoch", "max_prior_shift", "test_size",
 )  # fmt: skip
 # No timings here (they stay in each metrics.json): the same runs give the same summary bytes
 # wherever they ran, so a cluster run can be checked against a local one.
 CURVE_KEYS = ("run", "dataset", "arm", "lam", "seed")
-FROM_METRICS = ("params", "test_acc", "val_acc", "train_acc", "test_loss", "penalty", "epochs")
+FROM_METRICS = ("params", "test_acc", "val_acc", "train_acc", "test_loss", "penalty", "epochs", "budget_epochs",
+                "prior_start_epoch", "max_prior_shift", "test_size")
 FROM_DEPTH = ("nonlinear_channels", "total_channels", "apl_normalized", "apl_unnormalized", "eps")
 
 

@@ -9,14 +9,16 @@ Pure functions of pandas frames, shared by the figures and the report. Conventio
 * seeds are averaged first: a "point" is one configuration (one λ, or one baseline depth
   and width) with the mean over its seeds.
 
-Every verdict is computed from the numbers against the thresholds in :class:`Thresholds`;
-none is written in advance.
+Every verdict is supported, contradicted or inconclusive, decided by intervals: a bootstrap
+over seeds combined with the test set's binomial standard error (:func:`interval`), against
+the thresholds in :class:`Thresholds`; none is written in advance.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -27,7 +29,8 @@ from .errors import UserError
 
 APL = "apl_normalized"
 SUPPORTED = "supported"
-NOT_SUPPORTED = "not supported by this run"
+CONTRADICTED = "contradicted"
+INCONCLUSIVE = "inconclusive"
 # Float comparisons against a tolerance: 0.95 - 0.01 must still admit 0.94.
 _SLACK = 1e-12
 
@@ -47,6 +50,13 @@ class Thresholds:
     shallow_fraction: float  # slow decay: onset APL at most this fraction of dense APL
     gap_margin: float  # nonlinear advantage: post-hoc ahead by more than this
     vanish: float  # ... and |gap| at most this on the easiest dataset
+    confidence: float  # coverage of every interval
+    bootstrap: int  # resamples over seeds
+    collapse_ratio: float  # rapid collapse: slope below the onset >= this x the slope above
+    span_high: float  # a λ grid reaches an APL >= this fraction of dense ...
+    span_low: float  # ... and <= this fraction ...
+    span_points: int  # ... with this many points in between
+    late_margin: float  # early vs late: latest start ahead of from-scratch by more than this
 
     @classmethod
     def from_params(cls, params: dict | None = None) -> Thresholds:
@@ -114,10 +124,18 @@ def dense_apl(df: pd.DataFrame, apl: str = APL) -> float | None:
     return float(dense[apl].mean()) if len(dense) else None
 
 
+def arm_rows(df: pd.DataFrame, arm: str) -> pd.DataFrame:
+    """The runs of an arm. ``late@E`` is the late-start arm with the prior on from epoch E;
+    ``sparse`` (from scratch) is the same with E = 0."""
+    if arm.startswith("late@"):
+        return df[(df.arm == "late") & (df.prior_start_epoch == int(arm[5:]))]
+    return df[df.arm == arm]
+
+
 def arm_curve(df: pd.DataFrame, arm: str, apl: str = APL) -> pd.DataFrame:
     """One row per λ of ``arm`` (mean over seeds), sorted by λ: lam, apl, acc, acc_std, width, n."""
     _one_dataset(df)
-    rows = df[df.arm == arm]
+    rows = arm_rows(df, arm)
     grouped = rows.groupby("lam", sort=True)
     return pd.DataFrame({
         "lam": grouped.lam.first(),
@@ -130,14 +148,20 @@ def arm_curve(df: pd.DataFrame, arm: str, apl: str = APL) -> pd.DataFrame:
     }).reset_index(drop=True)
 
 
+BASELINE_ARMS = ("baseline", "shallow")  # ReLU nets of similar depth: the full net's family, plain CNNs
+
+
 def baseline_points(df: pd.DataFrame, apl: str = APL) -> pd.DataFrame:
-    """One row per baseline (depth, width, widened), mean over seeds, sorted by depth."""
+    """One row per baseline (arch, depth, width, widened), mean over seeds, sorted by APL;
+    ``full_params``: the dense (full) network's parameter count, for the size ratio."""
     _one_dataset(df)
-    rows = df[df.arm == "baseline"]
-    grouped = rows.groupby(["depth", "width", "widened"], sort=True)
+    rows = df[df.arm.isin(BASELINE_ARMS)]
+    grouped = rows.groupby(["arch", "depth", "width", "widened"], sort=True)
     out = grouped.agg(apl=(apl, "mean"), acc=("test_acc", "mean"), params=("params", "mean"),
-                      n=("test_acc", "size"))
-    return out.reset_index()
+                      n=("test_acc", "size")).reset_index().sort_values(["apl", "widened"]).reset_index(drop=True)
+    dense = df[df.arm == "dense"].params
+    out["full_params"] = float(dense.mean()) if len(dense) else np.nan
+    return out
 
 
 def _interp(curve: pd.DataFrame, at) -> np.ndarray:
@@ -210,8 +234,8 @@ class MatchedGap:
         return self.posthoc - self.scratch
 
 
-def matched_apl_gap(df: pd.DataFrame, apl: str = APL) -> MatchedGap:
-    """Post-hoc against from-scratch sparse accuracy at matched APL, for one dataset.
+def matched_apl_gap(df: pd.DataFrame, apl: str = APL, arm: str = "posthoc", reference: str = "sparse") -> MatchedGap:
+    """``arm`` (post-hoc) against ``reference`` (from-scratch sparse) accuracy at matched APL, for one dataset.
 
     Method: each arm's accuracy-vs-APL curve (mean over seeds per λ; equal APLs averaged)
     is linearly interpolated in APL. The common APL range is [max of the two minima, min of
@@ -220,10 +244,10 @@ def matched_apl_gap(df: pd.DataFrame, apl: str = APL) -> MatchedGap:
     No extrapolation: without an overlap there is no gap.
     """
     _one_dataset(df)
-    post, scratch = arm_curve(df, "posthoc", apl), arm_curve(df, "sparse", apl)
+    post, scratch = arm_curve(df, arm, apl), arm_curve(df, reference, apl)
     empty = np.array([])
     if post.empty or scratch.empty:
-        missing = "post-hoc" if post.empty else "from-scratch sparse"
+        missing = arm if post.empty else reference
         return MatchedGap(empty, empty, empty, None, None, f"no {missing} runs")
     lo, hi = max(post.apl.min(), scratch.apl.min()), min(post.apl.max(), scratch.apl.max())
     if lo > hi:
@@ -298,6 +322,134 @@ def baseline_comparison(df: pd.DataFrame, apl: str = APL) -> pd.DataFrame:
     return base
 
 
+# ---------------------------------------------------------------- noise: intervals
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean over seeds with its interval (see :func:`interval`)."""
+
+    mean: float
+    lo: float
+    hi: float
+    seeds: int
+
+    def above(self, x: float) -> str:
+        """The claim "the value exceeds x": supported when the whole interval does."""
+        return SUPPORTED if self.lo > x else CONTRADICTED if self.hi < x else INCONCLUSIVE
+
+    def within(self, x: float) -> str:
+        """The claim "|value| <= x"."""
+        if -x <= self.lo and self.hi <= x:
+            return SUPPORTED
+        return CONTRADICTED if self.lo > x or self.hi < -x else INCONCLUSIVE
+
+    def pt(self) -> str:
+        return f"{100 * self.mean:+.2f} pt [{100 * self.lo:+.2f}, {100 * self.hi:+.2f}] ({self.seeds} seeds)"
+
+
+def binomial_se(acc: float, n: float) -> float:
+    """Standard error of an accuracy measured on n test images."""
+    return float(np.sqrt(max(acc * (1 - acc), 0.0) / max(n, 1)))
+
+
+def interval(per_seed, se: float, th: Thresholds) -> Interval:
+    """Mean of per-seed values ± z·sqrt(bootstrap sd² + se²).
+
+    The bootstrap resamples the seeds (their spread: training noise); ``se`` is the test set's
+    binomial standard error of the quantity, which seeds cannot average away (one test set).
+    """
+    values = np.asarray(per_seed, float)
+    spread = 0.0
+    if len(values) > 1:
+        draws = np.random.default_rng(0).choice(values, size=(th.bootstrap, len(values)))
+        spread = float(draws.mean(axis=1).std())
+    half = NormalDist().inv_cdf(0.5 + th.confidence / 2) * float(np.hypot(spread, se))
+    mean = float(values.mean())
+    return Interval(mean, mean - half, mean + half, len(values))
+
+
+def test_size(df: pd.DataFrame) -> float:
+    return float(df.test_size.mean()) if "test_size" in df and len(df) else 1.0
+
+
+def gap_interval(df: pd.DataFrame, arm: str, reference: str, th: Thresholds) -> tuple[Interval | None, str]:
+    """``arm`` minus ``reference`` at matched APL (one dataset): per seed, then the interval."""
+    per_seed = []
+    for seed in sorted(set(arm_rows(df, arm).seed) & set(arm_rows(df, reference).seed)):
+        g = matched_apl_gap(df[df.seed == seed], arm=arm, reference=reference)
+        if g.mean_gap is not None:
+            per_seed.append(g.mean_gap)
+    if not per_seed:
+        return None, matched_apl_gap(df, arm=arm, reference=reference).reason or "no seed has both arms"
+    return interval(per_seed, gap_se(df, arm, reference), th), ""
+
+
+def gap_se(df: pd.DataFrame, arm: str, reference: str) -> float:
+    """The test set's binomial standard error of a difference of two arms' accuracies."""
+    n = test_size(df)
+    p, q = arm_rows(df, arm).test_acc.mean(), arm_rows(df, reference).test_acc.mean()
+    return float(np.hypot(binomial_se(p, n), binomial_se(q, n)))
+
+
+def effective_tolerance(df: pd.DataFrame, th: Thresholds) -> float:
+    """The collapse tolerance, never below twice the test set's standard error of the dense accuracy."""
+    dense = dense_accuracy(df)
+    return max(th.tolerance, 2 * binomial_se(dense, test_size(df))) if dense is not None else th.tolerance
+
+
+def _slope(apl: np.ndarray, acc: np.ndarray) -> float | None:
+    return float(np.polyfit(apl, acc, 1)[0]) if len(apl) >= 2 and np.ptp(apl) > 0 else None
+
+
+def collapse_steepness(df: pd.DataFrame, onset_apl: float, th: Thresholds) -> tuple[Interval | None, str]:
+    """Per seed: accuracy-per-APL slope below the onset minus ``collapse_ratio`` x the slope
+    above it (the dense run included above). Positive: the collapse is that much steeper."""
+    values = []
+    for seed in sorted(df.seed.unique()):
+        rows = df[(df.seed == seed) & df.arm.isin(["sparse", "dense"])]
+        apl, acc = rows[APL].to_numpy(float), rows.test_acc.to_numpy(float)
+        above = _slope(apl[apl >= onset_apl - _SLACK], acc[apl >= onset_apl - _SLACK])
+        below = _slope(apl[apl <= onset_apl + _SLACK], acc[apl <= onset_apl + _SLACK])
+        if above is not None and below is not None:
+            values.append(below - th.collapse_ratio * max(above, 0.0))
+    if not values:
+        return None, "fewer than two points on a side of the onset"
+    return interval(values, 0.0, th), ""
+
+
+def grid_span(df: pd.DataFrame, th: Thresholds) -> pd.DataFrame:
+    """Does each arm's λ grid span the APL range? One row per dataset and arm (late: per start).
+
+    Columns: dataset, arm, high (largest APL / dense APL), low (smallest), transition (points
+    strictly between span_low and span_high of dense), ok, note.
+    """
+    rows = []
+    for d in sorted(df.dataset.unique()):
+        sub = df[df.dataset == d]
+        full = dense_apl(sub)
+        starts = sorted(sub[sub.arm == "late"].prior_start_epoch.unique()) if "prior_start_epoch" in sub else []
+        for arm in ["sparse", "posthoc", *(f"late@{s}" for s in starts)]:
+            curve = arm_curve(sub, arm)
+            if curve.empty or not full:
+                continue
+            frac = curve.apl.to_numpy(float) / full
+            inside = int(((frac > th.span_low) & (frac < th.span_high)).sum())
+            short = [f"no point above {th.span_high:.0%} of dense APL"] if frac.max() < th.span_high else []
+            short += [f"no point below {th.span_low:.0%}"] if frac.min() > th.span_low else []
+            short += [f"{inside} point(s) in the transition (< {th.span_points})"] if inside < th.span_points else []
+            rows.append(dict(dataset=d, arm=arm, high=float(frac.max()), low=float(frac.min()), transition=inside,
+                             ok=not short, note="; ".join(short) or "spans the range"))
+    return pd.DataFrame(rows, columns=["dataset", "arm", "high", "low", "transition", "ok", "note"])
+
+
+def combine(verdicts: list[str]) -> str:
+    """All parts supported: supported; any part contradicted: contradicted; else inconclusive."""
+    if verdicts and all(v == SUPPORTED for v in verdicts):
+        return SUPPORTED
+    return CONTRADICTED if CONTRADICTED in verdicts else INCONCLUSIVE
+
+
 # ---------------------------------------------------------------- findings
 
 
@@ -307,7 +459,7 @@ class Finding:
     title: str
     claim: str  # the study's observation
     criterion: str  # what this run must show, with the thresholds
-    verdict: str = NOT_SUPPORTED
+    verdict: str = INCONCLUSIVE
     evidence: list[str] = field(default_factory=list)
 
 
@@ -315,17 +467,21 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None or np.isnan(x) else f"{100 * x:.2f}%"
 
 
-def _pt(x: float | None) -> str:
-    """An accuracy difference, in percentage points."""
-    return "n/a" if x is None or np.isnan(x) else f"{100 * x:+.2f} pt"
-
-
 def _num(x: float | None) -> str:
     return "n/a" if x is None or np.isnan(x) else f"{x:.2f}"
 
 
-def _strictly_increasing(values: list[float]) -> bool:
-    return all(b > a for a, b in zip(values, values[1:], strict=False))
+def ranked_datasets(df: pd.DataFrame, th: Thresholds) -> tuple[list[str], str]:
+    """Datasets with a dense run, easiest first, and whether their order is certain: each dense
+    error's interval (seeds and test-set SE) below the next one's (SUPPORTED) or not."""
+    ranked = [d for d in datasets_by_difficulty(df) if dense_error(df[df.dataset == d]) is not None]
+    errors = []
+    for d in ranked:
+        sub = df[(df.dataset == d) & (df.arm == "dense")]
+        se = binomial_se(1 - sub.test_acc.mean(), test_size(sub))
+        errors.append(interval(1 - sub.test_acc.to_numpy(float), se, th))
+    ordered = all(a.hi < b.lo for a, b in zip(errors, errors[1:], strict=False))
+    return ranked, SUPPORTED if ordered and len(ranked) >= 2 else INCONCLUSIVE
 
 
 def finding_core_networks(df: pd.DataFrame, th: Thresholds) -> Finding:
@@ -333,36 +489,104 @@ def finding_core_networks(df: pd.DataFrame, th: Thresholds) -> Finding:
         1, "Core networks",
         "The channels that stay nonlinear form structures of nearly constant effective depth "
         "and width, and that depth and width depend on how hard the task is.",
-        f"On every dataset, at least {th.plateau_min_points} consecutive λ values whose APL and "
-        f"nonlinear width vary by at most {th.plateau:.0%} of their median, with at most "
-        f"{th.core_max_fraction:.0%} of the channels nonlinear; and, over at least two datasets "
-        "ordered by dense test error, a strictly larger core APL and width on the harder task.",
+        f"On every dataset, among the from-scratch runs above the collapse onset, at least "
+        f"{th.plateau_min_points} consecutive λ whose APL and nonlinear width vary by at most "
+        f"{th.plateau:.0%} of their median, with at most {th.core_max_fraction:.0%} of the channels "
+        "nonlinear (contradicted: enough λ above the onset and none form one); and, on datasets whose "
+        "dense errors' intervals are ordered, a larger core APL on the harder task (interval of the "
+        "difference over seeds above 0).",
     )
-    order = datasets_by_difficulty(df)
-    plateaus = {d: core_plateau(df[df.dataset == d], th) for d in order}
-    for d, p in plateaus.items():
+    parts, cores = [], {}
+    ranked, certain = ranked_datasets(df, th)
+    for d in ranked:
+        sub = df[df.dataset == d]
+        onset = collapse_onset(sub, effective_tolerance(sub, th))
+        above = sub if onset.apl is None else sub[(sub.arm != "sparse") | (sub[APL] >= onset.apl - _SLACK)]
+        p = core_plateau(above, th)
+        n_above = arm_curve(above, "sparse").lam.gt(0).sum()
         if p.found:
-            f.evidence.append(
-                f"{d}: plateau over λ {p.lam_lo:g}–{p.lam_hi:g} ({p.points} values), core APL "
-                f"{_num(p.apl)}, {p.width:.0f} nonlinear channels ({p.fraction:.0%} of all)."
-            )
+            parts.append(SUPPORTED)
+            lams = arm_curve(above, "sparse").lam
+            lams = lams[(lams >= p.lam_lo) & (lams <= p.lam_hi)]
+            core = above[(above.arm == "sparse") & above.lam.isin(lams)]
+            cores[d] = core.groupby("seed")[APL].median()
+            f.evidence.append(f"{d}: plateau over λ {p.lam_lo:g}–{p.lam_hi:g} ({p.points} values above the "
+                              f"onset), core APL {_num(p.apl)}, {p.width:.0f} nonlinear channels "
+                              f"({p.fraction:.0%} of all).")
         else:
-            f.evidence.append(f"{d}: no plateau in the λ sweep.")
-    ranked = [d for d in order if dense_error(df[df.dataset == d]) is not None]
-    all_found = all(p.found for p in plateaus.values())
-    ordered = False
-    if len(ranked) >= 2 and all_found:
-        apls = [plateaus[d].apl for d in ranked]
-        widths = [plateaus[d].width for d in ranked]
-        ordered = _strictly_increasing(apls) and _strictly_increasing(widths)
-        f.evidence.append(
-            f"Ordered by dense error ({', '.join(ranked)}): core APL "
-            f"{', '.join(_num(a) for a in apls)}; width {', '.join(f'{w:.0f}' for w in widths)}."
-        )
+            parts.append(CONTRADICTED if n_above >= th.plateau_min_points else INCONCLUSIVE)
+            f.evidence.append(f"{d}: no plateau among the {n_above} λ above the collapse onset.")
+    if len(cores) >= 2 and len(cores) == len(ranked):
+        if certain != SUPPORTED:
+            f.evidence.append("The dense errors' intervals overlap: the datasets' difficulty order is uncertain.")
+            parts.append(INCONCLUSIVE)
+        for easy, hard in zip(ranked, ranked[1:], strict=False):
+            diff = (cores[hard] - cores[easy]).dropna()
+            if diff.empty:
+                parts.append(INCONCLUSIVE)
+                continue
+            iv = interval(diff.to_numpy(), 0.0, th)
+            parts.append(iv.above(0.0))
+            f.evidence.append(f"Core APL {hard} minus {easy}: {iv.mean:+.2f} [{iv.lo:+.2f}, {iv.hi:+.2f}].")
     elif len(ranked) < 2:
         f.evidence.append("Task dependence needs two datasets with a dense run.")
-    f.verdict = SUPPORTED if all_found and ordered else NOT_SUPPORTED
+        parts.append(INCONCLUSIVE)
+    f.verdict = combine(parts)
     return f
+
+
+def _decay_parts(d: str, sub: pd.DataFrame, th: Thresholds, f: Finding) -> list[str]:
+    """Finding 2 on one dataset: a shallow onset, a rapid collapse, baselines beaten."""
+    tol, full = effective_tolerance(sub, th), dense_apl(sub)
+    onset, parts = collapse_onset(sub, tol), []
+    if onset.apl is None or full is None:
+        curve = arm_curve(sub, "sparse")
+        spans = full is not None and not curve.empty and curve.apl.max() >= th.span_high * full
+        f.evidence.append(f"{d}: no collapse onset ({onset.reason}; tolerance {100 * tol:.2f} pt).")
+        return [CONTRADICTED if spans and onset.dense_acc is not None else INCONCLUSIVE]
+    shallow = onset.apl <= th.shallow_fraction * full + _SLACK
+    f.evidence.append(f"{d}: dense {_pct(onset.dense_acc)} at APL {_num(full)}; onset (tolerance "
+                      f"{100 * tol:.2f} pt) at APL {_num(onset.apl)} = {onset.apl / full:.0%} of dense"
+                      + (", collapses below it." if onset.collapsed else ", no collapse in the sweep."))
+    parts.append(SUPPORTED if shallow else CONTRADICTED if onset.collapsed else INCONCLUSIVE)
+    steep, why = collapse_steepness(sub, onset.apl, th)
+    if steep is None:
+        f.evidence.append(f"{d}: collapse steepness not measurable ({why}).")
+        parts.append(INCONCLUSIVE)
+    else:
+        f.evidence.append(f"{d}: slope below onset − {th.collapse_ratio:g} × slope above: "
+                          f"{steep.mean:+.3f} [{steep.lo:+.3f}, {steep.hi:+.3f}] per APL.")
+        parts.append(steep.above(0.0))
+    parts += _baseline_parts(d, sub, th, f)
+    return parts
+
+
+def _baseline_parts(d: str, sub: pd.DataFrame, th: Thresholds, f: Finding) -> list[str]:
+    """Sparse (interpolated at each baseline's APL) minus each baseline, per seed, with intervals."""
+    parts = []
+    base = baseline_comparison(sub)
+    for b in base.itertuples():
+        if np.isnan(b.sparse_acc):
+            continue
+        rows = sub[sub.arm.isin(BASELINE_ARMS) & (sub.depth == b.depth) & (sub.width == b.width)
+                   & (sub.arch == b.arch)]
+        per_seed = []
+        for seed, acc in rows.groupby("seed").test_acc.mean().items():
+            curve = arm_curve(sub[sub.seed == seed], "sparse")
+            if not curve.empty and curve.apl.min() - _SLACK <= b.apl <= curve.apl.max() + _SLACK:
+                per_seed.append(float(_interp(curve, [b.apl])[0]) - acc)
+        if not per_seed:
+            continue
+        n = test_size(sub)
+        iv = interval(per_seed, float(np.hypot(binomial_se(b.sparse_acc, n), binomial_se(b.acc, n))), th)
+        parts.append(iv.above(0.0))
+        kind = "widened" if b.widened else "own width"
+        f.evidence.append(f"  {d}: {b.arch}-{b.depth} ({kind}, width {b.width}, {b.params / b.full_params:.2f}× "
+                          f"params) at APL {_num(b.apl)}: sparse − baseline {iv.pt()}.")
+    if not parts:
+        f.evidence.append(f"{d}: no baseline inside the sparse runs' APL range.")
+        parts.append(INCONCLUSIVE)
+    return parts
 
 
 def finding_decay_collapse(df: pd.DataFrame, th: Thresholds) -> Finding:
@@ -370,43 +594,15 @@ def finding_decay_collapse(df: pd.DataFrame, th: Thresholds) -> Finding:
         2, "Slow decay, then collapse",
         "Accuracy falls slowly as effective depth falls, then collapses; shallow, partially "
         "linear networks beat baselines of similar depth, including widened ones.",
-        f"On every dataset, a collapse onset (accuracy within {100 * th.tolerance:g} pt of dense) at "
-        f"an APL of at most {th.shallow_fraction:.0%} of the dense APL, followed by sparser "
-        "runs below the tolerance; and the sparse curve, interpolated at each baseline's APL, "
-        "above every own-width and widened baseline inside its APL range (at least one of each).",
+        f"On every dataset: a collapse onset (accuracy within max({100 * th.tolerance:g} pt, 2 test-set SE) "
+        f"of dense) at an APL of at most {th.shallow_fraction:.0%} of the dense APL; a collapse at least "
+        f"{th.collapse_ratio:g}× steeper below the onset than above it (interval over seeds); and the sparse "
+        "curve above every baseline inside its APL range (interval of sparse − baseline above 0).",
     )
-    ok = True
+    parts = []
     for d in datasets_by_difficulty(df):
-        sub = df[df.dataset == d]
-        onset, full_apl = collapse_onset(sub, th.tolerance), dense_apl(sub)
-        if onset.apl is None:
-            f.evidence.append(f"{d}: no collapse onset ({onset.reason}).")
-            ok = False
-        else:
-            shallow = full_apl is not None and onset.apl <= th.shallow_fraction * full_apl + _SLACK
-            f.evidence.append(
-                f"{d}: dense accuracy {_pct(onset.dense_acc)} at APL {_num(full_apl)}; onset at "
-                f"APL {_num(onset.apl)} (λ {onset.lam:g}, accuracy {_pct(onset.acc)})"
-                + ("; collapses below it." if onset.collapsed else "; no collapse in the sweep.")
-            )
-            ok &= shallow and onset.collapsed
-        base = baseline_comparison(sub)
-        comparable = base.dropna(subset=["sparse_acc"])
-        wins = int(comparable.sparse_wins.sum())
-        f.evidence.append(
-            f"{d}: sparse beats {wins} of {len(comparable)} baselines at matched APL "
-            f"({int((~comparable.widened).sum())} own width, {int(comparable.widened.sum())} widened; "
-            f"{len(base) - len(comparable)} outside the sparse APL range)."
-        )
-        for b in comparable.itertuples():
-            kind = "widened" if b.widened else "own width"
-            f.evidence.append(
-                f"  depth {b.depth} ({kind}, width {b.width}): {_pct(b.acc)} vs sparse "
-                f"{_pct(b.sparse_acc)} at APL {_num(b.apl)}."
-            )
-        ok &= (comparable.widened.any() and (~comparable.widened).any()
-               and bool(comparable.sparse_wins.all()))
-    f.verdict = SUPPORTED if ok else NOT_SUPPORTED
+        parts += _decay_parts(d, df[df.dataset == d], th, f)
+    f.verdict = combine(parts)
     return f
 
 
@@ -415,36 +611,59 @@ def finding_nonlinear_advantage(df: pd.DataFrame, th: Thresholds) -> Finding:
         3, "Nonlinear advantage",
         "Removing nonlinearity after training beats training with that little nonlinearity "
         "from the start; the gap depends on task difficulty and vanishes on easy tasks.",
-        "Over at least two datasets ordered by dense test error, the mean post-hoc minus "
-        f"from-scratch accuracy gap at matched APL exceeds {100 * th.gap_margin:g} pt on the hardest, "
-        f"grows strictly with difficulty, and is at most {100 * th.vanish:g} pt in size on the easiest.",
+        "At equal training budgets, the post-hoc minus from-scratch accuracy gap at matched APL: its "
+        f"interval above {100 * th.gap_margin:g} pt on the hardest dataset, within ±{100 * th.vanish:g} pt "
+        "on the easiest, and the hardest's gap minus the easiest's above 0 (datasets ordered by dense error, "
+        "the order itself certain).",
     )
-    ranked = [d for d in datasets_by_difficulty(df) if dense_error(df[df.dataset == d]) is not None]
-    gaps = {}
+    ranked, certain = ranked_datasets(df, th)
+    gaps, per_seed = {}, {}
     for d in ranked:
-        g = matched_apl_gap(df[df.dataset == d])
-        gaps[d] = g.mean_gap
-        err = dense_error(df[df.dataset == d])
-        if g.mean_gap is None:
-            f.evidence.append(f"{d} (dense error {_pct(err)}): no gap ({g.reason}).")
-        else:
-            f.evidence.append(
-                f"{d} (dense error {_pct(err)}): mean gap {_pt(g.mean_gap)}, largest "
-                f"{_pt(g.max_gap)}, over APL {_num(g.apl.min())}–{_num(g.apl.max())} "
-                f"({len(g.apl)} points)."
-            )
-    values = [gaps[d] for d in ranked]
-    if len(ranked) < 2:
-        f.evidence.append("Task dependence needs two datasets with a dense run.")
-    elif any(v is None for v in values):
-        f.evidence.append("A dataset without a gap cannot be ranked.")
-    else:
-        ok = values[-1] > th.gap_margin and _strictly_increasing(values) and abs(values[0]) <= th.vanish
-        f.verdict = SUPPORTED if ok else NOT_SUPPORTED
+        sub = df[df.dataset == d]
+        iv, why = gap_interval(sub, "posthoc", "sparse", th)
+        gaps[d] = iv
+        f.evidence.append(f"{d} (dense error {_pct(dense_error(sub))}): " + (iv.pt() if iv else f"no gap ({why})."))
+        per_seed[d] = {s: matched_apl_gap(sub[sub.seed == s]).mean_gap for s in sorted(sub.seed.unique())}
+    if len(ranked) < 2 or any(g is None for g in gaps.values()):
+        f.evidence.append("Task dependence needs two datasets with a gap each.")
+        f.verdict = INCONCLUSIVE
+        return f
+    easy, hard = ranked[0], ranked[-1]
+    diffs = [per_seed[hard][s] - per_seed[easy][s] for s in per_seed[hard]
+             if s in per_seed[easy] and None not in (per_seed[hard][s], per_seed[easy][s])]
+    se = float(np.hypot(*(gap_se(df[df.dataset == d], "posthoc", "sparse") for d in (hard, easy))))
+    grows = interval(diffs, se, th) if diffs else None
+    if grows:
+        f.evidence.append(f"Gap on {hard} minus gap on {easy}: {grows.pt()}.")
+    f.verdict = combine([gaps[hard].above(th.gap_margin), gaps[easy].within(th.vanish),
+                         grows.above(0.0) if grows else INCONCLUSIVE, certain])
+    return f
+
+
+def finding_early_late(df: pd.DataFrame, th: Thresholds) -> Finding:
+    f = Finding(
+        4, "Early versus late",
+        "Reducing nonlinearity early in training costs much more than reducing it late.",
+        "At equal training budgets, on the hardest dataset, the run whose prior starts latest minus the "
+        f"from-scratch run (prior from epoch 0) at matched APL: interval above {100 * th.late_margin:g} pt.",
+    )
+    ranked, _ = ranked_datasets(df, th)
+    verdict = INCONCLUSIVE
+    for d in ranked:
+        sub = df[df.dataset == d]
+        starts = sorted(sub[sub.arm == "late"].prior_start_epoch.unique())
+        for start in starts:
+            iv, why = gap_interval(sub, f"late@{start}", "sparse", th)
+            f.evidence.append(f"{d}: prior from epoch {start} minus from scratch: " + (iv.pt() if iv else why))
+            if d == ranked[-1] and start == starts[-1]:
+                verdict = iv.above(th.late_margin) if iv else INCONCLUSIVE
+        if not starts:
+            f.evidence.append(f"{d}: no late-start runs.")
+    f.verdict = verdict
     return f
 
 
 def findings(df: pd.DataFrame, th: Thresholds) -> list[Finding]:
-    """The three observations, each with its verdict and the numbers that decide it."""
+    """The four observations, each with its verdict and the numbers that decide it."""
     return [finding_core_networks(df, th), finding_decay_collapse(df, th),
-            finding_nonlinear_advantage(df, th)]
+            finding_nonlinear_advantage(df, th), finding_early_late(df, th)]

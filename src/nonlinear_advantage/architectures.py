@@ -65,7 +65,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "resnet": Architecture("nonlinear_advantage.models:resnet", resnet_parameters,
                            lambda d: d >= 8 and (d - 2) % 6 == 0, "6n+2 with n >= 1: 8, 14, 20, 26, ..."),
     "plain": Architecture("nonlinear_advantage.models:plain", plain_parameters,
-                          lambda d: d >= 4, ">= 4 (three conv stages + classifier)"),
+                          lambda d: d >= 2, ">= 2 (depth − 1 convs over up to three stages, then the classifier)"),
 }
 
 
@@ -86,9 +86,13 @@ def parameter_count(arch: str, depth: int, width: int, in_channels: int, num_cla
     return architecture(arch).parameters(depth, width, in_channels, num_classes, activation)
 
 
-def widened_width(arch: str, depth: int, target: int, in_channels: int, num_classes: int, start: int) -> int:
-    """Smallest width >= ``start`` whose ReLU network of ``depth`` has at least ``target`` parameters."""
-    width = start
-    while parameter_count(arch, depth, width, in_channels, num_classes, "relu") < target:
+def nearest_width(arch: str, depth: int, target: int, in_channels: int, num_classes: int) -> int:
+    """The width whose ReLU network of ``depth`` has the parameter count nearest ``target``
+    (ties to the narrower): a widened baseline matches the full network's size, not exceeds it."""
+    def count(width):
+        return parameter_count(arch, depth, width, in_channels, num_classes, "relu")
+
+    width = 1
+    while count(width + 1) < target:  # the count grows with the width
         width += 1
-    return width
+    return width + 1 if abs(count(width + 1) - target) < abs(count(width) - target) else width

@@ -82,7 +82,8 @@ def accuracy_vs_apl(df: pd.DataFrame, tolerance: float) -> Figure:
         if dense is not None:
             ax.axhline(dense, color="k", lw=1, label=f"dense ({100 * dense:.2f}%)")
             ax.axhspan(dense - tolerance, dense, color="0.9", zorder=0, label=f"tolerance {100 * tolerance:g} pt")
-        ax.plot(curve.apl, curve.acc, "o-", color=ARM_COLORS["sparse"], ms=4, label="sparse (from scratch)")
+        ax.errorbar(curve.apl, curve.acc, yerr=curve.acc_std.fillna(0), fmt="o-", color=ARM_COLORS["sparse"],
+                    ms=4, capsize=2, label="sparse (from scratch), ± sd over seeds")
         for p in curve.itertuples():
             ax.annotate(f"λ={p.lam:g}", (p.apl, p.acc), textcoords="offset points", xytext=(3, -9), fontsize=6)
         base = analysis.baseline_points(sub)
@@ -91,7 +92,8 @@ def accuracy_vs_apl(df: pd.DataFrame, tolerance: float) -> Figure:
             ax.scatter(b.apl, b.acc, marker=marker, color=ARM_COLORS["baseline"], s=22, label=label,
                        facecolors="none" if widened else ARM_COLORS["baseline"], zorder=3)
             for p in b.itertuples():
-                ax.annotate(f"d{p.depth}", (p.apl, p.acc), textcoords="offset points", xytext=(3, 3), fontsize=6)
+                name = f"{'p' if p.arch == 'plain' else 'd'}{p.depth}"
+                ax.annotate(name, (p.apl, p.acc), textcoords="offset points", xytext=(3, 3), fontsize=6)
         onset = analysis.collapse_onset(sub, tolerance)
         if onset.apl is not None:
             ax.axvline(onset.apl, color="C1", ls="--", lw=1, label=f"collapse onset (APL {onset.apl:.2f})")
@@ -190,6 +192,32 @@ def nonlinear_advantage(df: pd.DataFrame) -> Figure:
     return fig
 
 
+def early_late(df: pd.DataFrame) -> Figure:
+    """Accuracy against APL for each epoch the prior switches on (0: from scratch), same budget."""
+    order = analysis.datasets_by_difficulty(df)
+    fig, axes = _grid(len(order))
+    for ax, dataset in zip(axes, order, strict=False):
+        sub = df[df.dataset == dataset]
+        starts = sorted(sub[sub.arm == "late"].prior_start_epoch.unique())
+        budget = int(sub.budget_epochs.max())
+        for k, arm in enumerate(["sparse", *(f"late@{s}" for s in starts)]):
+            curve = analysis.arm_curve(sub, arm).sort_values("apl")
+            start = 0 if arm == "sparse" else int(arm[5:])
+            ax.errorbar(curve.apl, curve.acc, yerr=curve.acc_std.fillna(0), fmt="o-", ms=3, capsize=2,
+                        color=_start_color(k), label=f"prior from epoch {start} of {budget}")
+        dense = analysis.dense_accuracy(sub)
+        if dense is not None:
+            ax.axhline(dense, color="k", lw=1, label=f"dense ({100 * dense:.2f}%)")
+        ax.set(title=dataset, xlabel="normalized APL", ylabel="test accuracy")
+        ax.legend(loc="lower right")
+    return fig
+
+
+def _start_color(k: int) -> tuple:
+    """The k-th of a sequential palette: early starts light, late ones dark."""
+    return matplotlib.colormaps["viridis"](0.85 - 0.75 * k / 4)
+
+
 def _representatives(sub: pd.DataFrame) -> list[tuple[str, pd.Series]]:
     """Dense, sparse at the smallest, middle and largest λ, post-hoc at the middle λ."""
     picks = []
@@ -249,6 +277,19 @@ def _gaps(df: pd.DataFrame) -> str:
     return "; ".join(gaps)
 
 
+def _late_gaps(df: pd.DataFrame, th: analysis.Thresholds) -> str:
+    gaps = []
+    for d in analysis.datasets_by_difficulty(df):
+        sub = df[df.dataset == d]
+        starts = sorted(sub[sub.arm == "late"].prior_start_epoch.unique())
+        if not starts:
+            gaps.append(f"{d}: no late-start runs")
+            continue
+        iv, why = analysis.gap_interval(sub, f"late@{starts[-1]}", "sparse", th)
+        gaps.append(f"{d}: {iv.pt() if iv else why}")
+    return "; ".join(gaps)
+
+
 # ---------------------------------------------------------------- the figure registry
 
 
@@ -304,6 +345,17 @@ FIGURES: tuple[FigureSpec, ...] = (
         lambda df, th: "Post-hoc (dense net, then sparsified) against from-scratch sparse accuracy. "
         "Shaded: the gap at matched APL on the interpolation grid. Right: mean gap per dataset, ordered by "
         f"dense test error. Mean gaps: {_gaps(df)}.",
+    ),
+    FigureSpec(
+        "early_late", "Early versus late",
+        "Linearizing early against late in training, at the same budget.",
+        "One curve per epoch at which the prior switches on, within the same budget of epochs: 0 is the "
+        "from-scratch sparse arm. Mean over seeds, ± sd; black line: the dense network.",
+        lambda df, runs, th: early_late(df),
+        lambda df, th: "Test accuracy against normalized APL for each epoch at which the prior switches on "
+        "(0: from scratch), at an equal training budget; mean ± sd over seeds. Later starts above earlier "
+        "ones mean linearizing early costs more. Latest start minus from scratch at matched APL: "
+        f"{_late_gaps(df, th)}.",
     ),
     FigureSpec(
         "training_curves", "Training curves",

@@ -89,8 +89,8 @@ def resnet(depth, width, in_channels, num_classes, act, slope_init) -> Classifie
 
 def plain(depth, width, in_channels, num_classes, act, slope_init) -> Classifier:
     """depth counts weighted layers: depth-1 convs in three stages, then the classifier."""
-    if depth < 4:
-        raise ValueError(f"plain depth must be >= 4 (3 conv stages + classifier), got {depth}")
+    if depth < 2:
+        raise ValueError(f"plain depth must be >= 2 (depth - 1 convs, then the classifier), got {depth}")
     per_stage = plain_stage_convs(depth)
     layers: list[nn.Module] = []
     cin = in_channels

@@ -45,14 +45,21 @@ RUNTIME_DEFAULTS = {"device": "auto", "precision": "auto", "channels_last": "aut
 def validate(params, source: str = "params") -> dict:
     """Check ``params`` against the schema; raise UserError listing every problem by key."""
     params = schemas.check(params, schemas.PARAMS, source)
-    # What JSON schema cannot say: each architecture's own depth rule.
-    depths = {"model.depth": params["model"]["depth"]}
-    depths |= {f"baseline.depths[{i}]": d for i, d in enumerate(params["baseline"]["depths"])}
-    for key, depth in depths.items():
+    # What JSON schema cannot say: each architecture's own depth rule, and the post-hoc budget.
+    depths = {("model.depth", params["model"]["arch"]): params["model"]["depth"]}
+    base = params["baseline"]
+    depths |= {(f"baseline.depths[{i}]", params["model"]["arch"]): d for i, d in enumerate(base["depths"])}
+    depths |= {(f"baseline.plain_depths[{i}]", "plain"): d for i, d in enumerate(base["plain_depths"])}
+    for (key, arch), depth in depths.items():
         try:
-            architectures.check_depth(params["model"]["arch"], depth)
+            architectures.check_depth(arch, depth)
         except UserError as exc:
             raise UserError(f"{source} is invalid:\n  {key}: {exc}") from None
+    for name, sizes in params["datasets"].items():
+        if params["posthoc"]["epochs"] >= sizes["epochs"]:
+            raise UserError(f"{source} is invalid:\n  posthoc.epochs: {params['posthoc']['epochs']} must be less than "
+                            f"datasets.{name}.epochs ({sizes['epochs']}): post-hoc runs start from a dense net of "
+                            "the budget less the post-hoc epochs")
     return params
 
 
@@ -86,16 +93,34 @@ def _sparse(params: dict, fields: dict, config: dict) -> None:
     config["lam"] = float(fields["lam"])
 
 
+def _pretrain(params: dict, fields: dict, config: dict) -> None:
+    # The dense start of the post-hoc runs: the budget less the post-hoc epochs, so that every
+    # post-hoc network has trained as many epochs in all as the dense and sparse ones.
+    config["epochs"] -= params["posthoc"]["epochs"]
+
+
 def _posthoc(params: dict, fields: dict, config: dict) -> None:
     _sparse(params, fields, config)
     config["epochs"] = params["posthoc"]["epochs"]
     config["optimizer"]["lr"] = params["posthoc"]["lr"]
 
 
+def _late(params: dict, fields: dict, config: dict) -> None:
+    _sparse(params, fields, config)
+    config["prior_start_epoch"] = round(fields["start"] * config["epochs"])
+
+
 def _baseline(params: dict, fields: dict, config: dict) -> None:
     width = config["model"]["width"] if fields["kind"] == "own" else widened_width(params, fields["dataset"],
                                                                                  fields["depth"])
     config["model"].update(depth=fields["depth"], width=width, activation="relu")
+
+
+def _shallow(params: dict, fields: dict, config: dict) -> None:
+    width = config["model"]["width"]
+    if fields["kind"] == "wide":
+        width = widened_width(params, fields["dataset"], fields["depth"], arch="plain")
+    config["model"].update(arch="plain", depth=fields["depth"], width=width, activation="relu")
 
 
 @dataclass(frozen=True)
@@ -110,13 +135,21 @@ class Arm:
         return COMMON_AXES | self.axes
 
 
+BUDGET = ("model", "train", "datasets.{dataset}.epochs")  # what a run of the full budget reads
+
 ARMS: dict[str, Arm] = {
+    # ReLU networks of similar depth: the full network's family, and plain CNNs down to APL 1.
     "baseline": Arm("{dataset}/baseline/d{depth}-{kind}-s{seed}",
                     axes={"depth": "baseline.depths", "kind": "baseline.widths"}, configure=_baseline),
+    "shallow": Arm("{dataset}/shallow/d{depth}-{kind}-s{seed}",
+                   axes={"depth": "baseline.plain_depths", "kind": "baseline.widths"}, configure=_shallow),
     "dense": Arm("{dataset}/dense/s{seed}"),
     "sparse": Arm("{dataset}/sparse/lam{lam}-s{seed}", axes={"lam": "sweep.lambdas"}, configure=_sparse),
-    "posthoc": Arm("{dataset}/posthoc/lam{lam}-s{seed}", axes={"lam": "sweep.lambdas"},
-                   reads=("model", "train", "posthoc"), configure=_posthoc, init_from="{dataset}/dense/s{seed}"),
+    "pretrain": Arm("{dataset}/pretrain/s{seed}", reads=(*BUDGET, "posthoc.epochs"), configure=_pretrain),
+    "posthoc": Arm("{dataset}/posthoc/lam{lam}-s{seed}", axes={"lam": "posthoc.lambdas"},
+                   reads=("model", "train", "posthoc"), configure=_posthoc, init_from="{dataset}/pretrain/s{seed}"),
+    "late": Arm("{dataset}/late/at{start}-lam{lam}-s{seed}", axes={"start": "late.starts", "lam": "late.lambdas"},
+                configure=_late),
 }
 
 
@@ -191,6 +224,7 @@ def run_config(params: dict, run_id: str) -> dict:
         "optimizer": dict(train["optimizer"]),
         "schedule": dict(train["schedule"]),
         "lam": 0.0,
+        "prior_start_epoch": 0,
         "proximal": train["proximal"],
         "eps": float(train["eps"]),
         "augment": dict(train["augment"]),
@@ -280,12 +314,20 @@ def code_digest(module: str) -> str:
 # ---- widened baselines ------------------------------------------------------------------------
 
 
-def widened_width(params: dict, dataset: str, depth: int) -> int:
-    """Smallest width >= the full net's whose ReLU baseline has at least its parameters."""
+def widened_width(params: dict, dataset: str, depth: int, arch: str | None = None) -> int:
+    """The width whose ReLU network of ``arch`` (default: the full net's) and ``depth`` has the
+    parameter count nearest the full network's."""
     model, ds = params["model"], DATASETS[dataset]
     args = (ds.shape[0], ds.num_classes)
     target = architectures.parameter_count(model["arch"], model["depth"], model["width"], *args, "prelu")
-    return architectures.widened_width(model["arch"], depth, target, *args, start=model["width"])
+    return architectures.nearest_width(arch or model["arch"], depth, target, *args)
+
+
+def budget_epochs(params: dict, run: Run) -> int:
+    """Epochs a run's network has trained since initialization, its starting checkpoint's included."""
+    epochs = run_config(params, run.id)["epochs"]
+    pattern = ARMS[run.arm].init_from
+    return epochs + (budget_epochs(params, find_run(params, pattern.format(**run.fields))) if pattern else 0)
 
 
 # ---- CLI ---------------------------------------------------------------------------------

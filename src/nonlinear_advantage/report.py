@@ -20,6 +20,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 import matplotlib
+import numpy as np
 import pandas as pd
 import yaml
 from reportlab.lib import colors
@@ -48,7 +49,20 @@ PROJECT = "nonlinear-advantage"
 STUDY = ("Mehmeti-Göpel and Disselhoff, “Nonlinear Advantage: Trained Networks Might Not Be As Complex "
          "as You Think” (ICML 2023; arXiv 2211.17180, v1 “Average Path Length: Sparsification of "
          "Nonlinearities Creates Surprisingly Shallow Networks”)")
-PENALTY = "λ · mean<sub>c</sub> |1 − a<sub>c</sub>| over all PReLU channels; no weight decay on slopes"
+PENALTY = (
+    "minimize loss + λ · mean<sub>c</sub> |1 − a<sub>c</sub>| over all C PReLU channels (no weight decay on "
+    "slopes), by SGD with momentum μ and, after each step, the proximal step on a<sub>c</sub> − 1 with threshold "
+    "lr·λ/(C·(1 − μ)): its fixed point is the stationarity condition of that objective, so a channel stays "
+    "exactly linear iff |∂L/∂a<sub>c</sub>| ≤ λ/C. A slope moves at most λ·Σlr/(C·(1 − μ)) over a run "
+    "(max_prior_shift in each run's metrics)."
+)
+BUDGET = (
+    "Every compared network trains the same number of epochs since initialization, B (budget_epochs in "
+    "summary.csv): dense, sparse and late-start runs train B epochs in one run; a post-hoc run fine-tunes "
+    "with the prior for P epochs from a dense start of B − P epochs (its own schedule), so the nonlinear "
+    "advantage is not bought with extra training; a late-start run switches the prior on at epoch s·B."
+)
+VERDICT_COLORS = {"supported": "#1a7f37", "contradicted": "#b3261e", "inconclusive": "#b35900"}
 APL_DEFINITION = (
     "Average path length: the expected number of nonlinear channels on an input-to-output path. "
     "Normalized APL (used throughout) is a random walk that splits evenly at every fork and picks a "
@@ -164,31 +178,34 @@ def _pct(x) -> str:
 
 def dataset_table(sub: pd.DataFrame) -> pd.DataFrame:
     """Key numbers of one dataset: one row per configuration, mean (and sd) over seeds."""
-    keys = ["arm", "arch", "depth", "width", "widened", "lam"]
+    keys = ["arm", "arch", "depth", "width", "widened", "lam", "prior_start_epoch"]
     g = sub.groupby(keys, sort=False)
     out = g.agg(seeds=("seed", "size"), acc=("test_acc", "mean"), sd=("test_acc", "std"),
                 apl=("apl_normalized", "mean"), apl_u=("apl_unnormalized", "mean"),
                 nonlinear=("nonlinear_channels", "mean"), total=("total_channels", "mean"),
                 params=("params", "mean")).reset_index()
-    arm_order = {"dense": 0, "sparse": 1, "posthoc": 2, "baseline": 3}
+    dense = sub[sub.arm == "dense"].params
+    out["ratio"] = out.params / (dense.mean() if len(dense) else np.nan)
+    arm_order = {"dense": 0, "sparse": 1, "posthoc": 2, "late": 3, "pretrain": 4, "baseline": 5, "shallow": 6}
     out["_order"] = out.arm.map(arm_order).fillna(9)
-    return out.sort_values(["_order", "lam", "depth", "widened"]).drop(columns="_order")
+    return out.sort_values(["_order", "prior_start_epoch", "lam", "depth", "widened"]).drop(columns="_order")
 
 
 def _table_rows(t: pd.DataFrame) -> list[list[str]]:
-    rows = [["arm", "arch", "depth", "width", "λ", "seeds", "test acc %", "sd", "APL", "APL (unnorm.)",
-             "nonlinear / total", "params"]]
+    rows = [["arm", "arch", "depth", "width", "λ", "seeds", "test acc % ± sd", "APL", "APL (unnorm.)",
+             "nonlinear / total", "params (× full)"]]
     for r in t.itertuples():
-        arm = r.arm + (" (wide)" if r.arm == "baseline" and r.widened else "")
-        rows.append([arm, r.arch, f"{r.depth}", f"{r.width}", f"{r.lam:g}", f"{r.seeds}", _pct(r.acc),
-                     _pct(r.sd), f"{r.apl:.2f}", f"{r.apl_u:.2f}", f"{r.nonlinear:.0f} / {r.total:.0f}",
-                     f"{r.params:,.0f}"])
+        arm = r.arm + (" (wide)" if r.widened else "") + (f" from {r.prior_start_epoch}" if r.arm == "late" else "")
+        sd = "" if np.isnan(r.sd) else f" ± {100 * r.sd:.2f}"
+        rows.append([arm, r.arch, f"{r.depth}", f"{r.width}", f"{r.lam:g}", f"{r.seeds}", f"{100 * r.acc:.2f}{sd}",
+                     f"{r.apl:.2f}", f"{r.apl_u:.2f}", f"{r.nonlinear:.0f} / {r.total:.0f}",
+                     f"{r.params:,.0f} ({r.ratio:.2f}×)"])
     return rows
 
 
 def _architectures(df: pd.DataFrame) -> str:
     parts = []
-    for arm in ("dense", "sparse", "posthoc", "baseline"):
+    for arm in ("dense", "sparse", "posthoc", "late", "baseline", "shallow"):
         rows = df[df.arm == arm]
         if rows.empty:
             continue
@@ -219,15 +236,19 @@ def _title_page(df, s, *, revision, date, params_digest, summary_digest, method,
         err = analysis.dense_error(sub)
         datasets.append(f"{d} ({len(sub)} runs; dense test error "
                         f"{'n/a' if err is None else f'{100 * err:.2f}%'})")
-    thresholds = (f"collapse tolerance {100 * th.tolerance:g} pt; plateau spread ≤ {th.plateau:.0%} over "
+    thresholds = (f"collapse tolerance {100 * th.tolerance:g} pt (at least 2 test-set SE); collapse "
+                  f"≥ {th.collapse_ratio:g}× steeper below the onset; plateau spread ≤ {th.plateau:.0%} over "
                   f"≥ {th.plateau_min_points} λ with ≤ {th.core_max_fraction:.0%} of channels nonlinear; "
                   f"shallow onset ≤ {th.shallow_fraction:.0%} of dense APL; advantage margin "
-                  f"{100 * th.gap_margin:g} pt; vanishing gap ≤ {100 * th.vanish:g} pt")
+                  f"{100 * th.gap_margin:g} pt; vanishing gap ≤ {100 * th.vanish:g} pt; late-start margin "
+                  f"{100 * th.late_margin:g} pt; intervals {th.confidence:.0%} ({th.bootstrap} bootstrap "
+                  "resamples of the seeds, with the test set's binomial SE)")
     info = [
         ("Project", PROJECT), ("Study reproduced", escape(STUDY)), ("Git revision", revision),
         ("Date", date), ("Params digest", params_digest), ("Summary digest", summary_digest),
         ("Datasets", escape("; ".join(datasets))), ("Architectures", _architectures(df)),
-        ("Penalty", method["penalty"]), ("eps", method["eps"]), ("Proximal step", method["proximal"]),
+        ("Objective", method["penalty"]), ("Budget", BUDGET), ("eps", method["eps"]),
+        ("Proximal step", method["proximal"]),
         ("Slope init", method["slope init"]), ("Epochs", method["epochs"]), ("APL", method["APL"]),
         ("Thresholds", escape(thresholds)),
         ("Matched APL", "post-hoc and from-scratch curves (mean over seeds per λ) linearly interpolated "
@@ -246,9 +267,12 @@ def _title_page(df, s, *, revision, date, params_digest, summary_digest, method,
 def _findings_page(df, s, th) -> list:
     story = [Paragraph("1. Findings", s["Heading1"]),
              Paragraph("Each verdict is computed from results/summary.csv against the thresholds on the "
-                       "title page; the numbers that decide it follow.", s["Small"])]
+                       "title page: supported when the whole interval (mean over seeds, "
+                       f"{th.confidence:.0%}: a bootstrap over seeds combined with the test set's binomial "
+                       "standard error) lies on the claimed side, contradicted when it lies on the other, "
+                       "inconclusive otherwise. The numbers that decide it follow.", s["Small"])]
     for f in analysis.findings(df, th):
-        color = "#1a7f37" if f.verdict == analysis.SUPPORTED else "#b35900"
+        color = VERDICT_COLORS[f.verdict]
         block = [
             Paragraph(f"Observation {f.number}: {escape(f.title)} — "
                       f"<font color='{color}'>{escape(f.verdict)}</font>", s["Heading3"]),
@@ -258,7 +282,21 @@ def _findings_page(df, s, th) -> list:
         block += [Paragraph(escape(e.strip()), s["SubBullet"]) if e.startswith("  ")
                   else Paragraph(escape(e), s["Bullet"], bulletText="–") for e in f.evidence]
         story += [KeepTogether(block), Spacer(1, 0.2 * cm)]
-    return story + [PageBreak()]
+    return story + _grid_span(df, s, th) + [PageBreak()]
+
+
+def _grid_span(df, s, th) -> list:
+    """Does each arm's λ grid span the APL range? Where it falls short, the report says so."""
+    span = analysis.grid_span(df, th)
+    rows = [["dataset", "arm", "largest APL", "smallest APL", "in transition", "λ grid"]]
+    rows += [[r.dataset, r.arm.replace("late@", "late, prior from epoch "), f"{r.high:.0%}", f"{r.low:.0%}",
+              f"{r.transition}", r.note] for r in span.itertuples()]
+    short = int((~span.ok).sum()) if len(span) else 0
+    return [Paragraph("λ grids", s["Heading3"]),
+            Paragraph(f"Each arm's grid should reach from at least {th.span_high:.0%} of the dense APL down to at "
+                      f"most {th.span_low:.0%}, with at least {th.span_points} points in between. "
+                      f"{short} of {len(span)} fall short.", s["Small"]),
+            _table(rows)]
 
 
 def build_story(df: pd.DataFrame, figures_dir: Path, th: analysis.Thresholds, **title) -> list:

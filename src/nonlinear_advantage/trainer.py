@@ -35,7 +35,7 @@ from . import architectures, fileio, schemas
 from .depth import depth_summary
 from .errors import UserError
 from .models import build_model, parameter_count
-from .prelu import nonlinearity_penalty, parameter_groups, proximal_step_, sparse_prelus
+from .prelu import nonlinearity_penalty, parameter_groups, prox_threshold, proximal_step_, sparse_prelus
 
 # The columns of history.csv and the keys of metrics.json: the contract aggregate, the figures
 # and the tests' synthetic study keep to.
@@ -45,7 +45,7 @@ HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
 METRICS_KEYS = ("name", "dataset", "arm", "lam", "seed", "test_acc", "test_loss", "val_acc", "val_loss",
                 "train_acc", "train_loss", "penalty", "nonlinear_channels", "total_channels",
                 "nonlinear_per_layer", "apl_normalized", "apl_unnormalized", "params", "epochs",
-                "wall_time_s", "images_per_s")
+                "wall_time_s", "images_per_s", "budget_epochs", "prior_start_epoch", "max_prior_shift", "test_size")
 
 
 def validate_config(given, source: str = "run config", check_files: bool = True) -> dict:
@@ -269,11 +269,13 @@ class Session:
     batch_size: int
     steps_per_epoch: int
     n_slopes: int
+    init_budget: int  # epochs the starting checkpoint (init_from) had trained since initialization
     start_epoch: int = 0
     step: int = 0
     history: list = field(default_factory=list)
     wall_before: float = 0.0  # training seconds of the epochs before a resume
     train_time: float = 0.0
+    prior_shift: float = 0.0  # Σ of the proximal thresholds so far: the most a slope can have moved to 1
 
     @property
     def name(self) -> str:
@@ -298,8 +300,9 @@ def resolve_settings(cfg: dict, device: torch.device) -> dict:
             "compile": cfg["compile"] is True or (cfg["compile"] == "auto" and on_cuda)}
 
 
-def build(cfg: dict, info: dict) -> nn.Module:
-    """The run's network, with the weights of ``init_from`` when it has one."""
+def build(cfg: dict, info: dict) -> tuple[nn.Module, int]:
+    """The run's network, with the weights of ``init_from`` when it has one; and the epochs
+    those weights had trained since initialization (0 without ``init_from``)."""
     m = cfg["model"]
     torch.manual_seed(cfg["seed"])
     try:
@@ -315,7 +318,8 @@ def build(cfg: dict, info: dict) -> nn.Module:
         except (RuntimeError, KeyError) as exc:
             raise UserError(f"run {cfg['name']}: init_from {cfg['init_from']} does not fit this model: "
                             f"{str(exc).splitlines()[0]}") from None
-    return model
+        return model, source.get("budget_epochs", source["epoch"])
+    return model, 0
 
 
 def setup(cfg: dict, out: Path) -> Session:
@@ -325,7 +329,8 @@ def setup(cfg: dict, out: Path) -> Session:
     splits, info = load_splits(cfg["data"], device)
     n_train = len(splits["train"].y)
     batch_size = min(cfg["batch_size"], n_train)
-    model = build(cfg, info).to(device)
+    model, init_budget = build(cfg, info)
+    model.to(device)
     if settings["channels_last"]:
         model.to(memory_format=torch.channels_last)
     o = cfg["optimizer"]
@@ -336,7 +341,7 @@ def setup(cfg: dict, out: Path) -> Session:
         forward=torch.compile(model, mode="reduce-overhead") if settings["compile"] else model, opt=opt,
         gen=torch.Generator().manual_seed(cfg["seed"]), digest=config_digest(cfg, {"device": device.type, **settings}),
         batch_size=batch_size, steps_per_epoch=n_train // batch_size,  # drop the ragged tail: BatchNorm needs >1
-        n_slopes=sum(a.slope.numel() for a in sparse_prelus(model)),
+        n_slopes=sum(a.slope.numel() for a in sparse_prelus(model)), init_budget=init_budget,
     )
     _resume(session)
     return session
@@ -355,12 +360,15 @@ def _resume(s: Session) -> None:
     s.gen.set_state(ckpt["generator"])
     torch.set_rng_state(ckpt["torch_rng"])
     s.start_epoch, s.step, s.history, s.wall_before = ckpt["epoch"], ckpt["step"], ckpt["history"], ckpt["wall_time_s"]
+    s.prior_shift = ckpt["prior_shift"]
     print(f"[{s.name}] resuming from {resume} after epoch {s.start_epoch}", file=sys.stderr)
 
 
-def train_epoch(s: Session) -> dict:
-    """One pass over the training split: SGD steps, each followed by the proximal step of the prior."""
+def train_epoch(s: Session, epoch: int) -> dict:
+    """One pass over the training split: SGD steps, each followed by the proximal step of the prior
+    once the prior is on (from ``prior_start_epoch``)."""
     cfg, train_set = s.cfg, s.splits["train"]
+    prior = cfg["lam"] > 0 and epoch >= cfg["prior_start_epoch"]
     s.model.train()
     n, batch = len(train_set.y), s.batch_size
     order = torch.randperm(n, generator=s.gen).to(s.device)
@@ -382,14 +390,16 @@ def train_epoch(s: Session) -> dict:
             logits = s.forward(x).float()
         loss = F.cross_entropy(logits, y)
         objective = loss
-        if cfg["lam"] > 0 and not cfg["proximal"]:
+        if prior and not cfg["proximal"]:
             objective = loss + cfg["lam"] * nonlinearity_penalty(s.model)
         s.opt.zero_grad(set_to_none=True)
         objective.backward()
         s.opt.step()
-        if cfg["lam"] > 0 and cfg["proximal"] and s.n_slopes:
-            # The prox of lr * lam * mean|1-a| shrinks each a_c - 1 by lr * lam / n_slopes.
-            proximal_step_(s.model, lr * cfg["lam"] / s.n_slopes)
+        if prior and cfg["proximal"] and s.n_slopes:
+            # The prox of λ·mean|1-a| under momentum: its fixed point is the stated objective's.
+            threshold = prox_threshold(lr, cfg["lam"], s.n_slopes, cfg["optimizer"]["momentum"])
+            proximal_step_(s.model, threshold)
+            s.prior_shift += threshold
         loss_sum += loss.detach().double() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
         s.step += 1
@@ -422,7 +432,8 @@ def save_checkpoint(s: Session) -> None:
         "config": s.cfg, "config_digest": s.digest, "epoch": last["epoch"], "step": s.step,
         "model": s.model.state_dict(), "optimizer": s.opt.state_dict(),
         "generator": s.gen.get_state(), "torch_rng": torch.get_rng_state(),
-        "history": s.history, "wall_time_s": last["wall_time_s"],
+        "history": s.history, "wall_time_s": last["wall_time_s"], "prior_shift": s.prior_shift,
+        "budget_epochs": s.init_budget + last["epoch"],
         "input_shape": s.info["input_shape"], "num_classes": s.info["num_classes"], "dataset": s.info["dataset"],
     }
     _save_checkpoint(s.out, state)
@@ -456,6 +467,8 @@ def finish(s: Session, depth: dict | None) -> dict:
         "wall_time_s": last["wall_time_s"],
         "images_per_s": (cfg["epochs"] - s.start_epoch) * s.steps_per_epoch * s.batch_size
         / max(s.train_time, 1e-9),
+        "budget_epochs": s.init_budget + cfg["epochs"], "prior_start_epoch": cfg["prior_start_epoch"],
+        "max_prior_shift": s.prior_shift, "test_size": len(s.splits["test"].y),
     }
     write_metrics(s.out, metrics)
     resume.unlink(missing_ok=True)  # the run is complete: nothing to resume
@@ -473,7 +486,7 @@ def train(config: dict, out_dir: str | os.PathLike, *, progress: bool = True, so
     depth = None
     for epoch in range(s.start_epoch, cfg["epochs"]):
         t0 = time.perf_counter()
-        stats = train_epoch(s)
+        stats = train_epoch(s, epoch)
         s.train_time += time.perf_counter() - t0
         row, depth = evaluate_epoch(s, epoch, stats)
         s.history.append(row)
