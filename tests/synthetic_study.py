@@ -19,14 +19,18 @@ from nonlinear_advantage import aggregate, fileio, trainer
 
 LAMS = (0.001, 0.003, 0.01, 0.03, 0.1)
 EPOCHS = 6
-# dataset: dense accuracy, chance, collapse scale (APL units), post-hoc advantage, kept fraction per λ
+SEEDS = (0, 1, 2)
+TEST_SIZE = 10_000  # a binomial SE of ~0.3 pt: the seeds' noise dominates
+# dataset: dense accuracy, chance, collapse scale (APL units), post-hoc and late-start advantage
+# (shrinks the collapse scale), kept fraction per λ
 DATASETS = {
-    "digits": dict(dense=0.975, chance=0.1, scale=0.6, advantage=0.0,
+    "digits": dict(dense=0.975, chance=0.1, scale=0.6, advantage=0.0, late=0.0,
                    keep=(0.8, 0.3, 0.27, 0.24, 0.08)),
-    "fashion_mnist": dict(dense=0.900, chance=0.1, scale=1.0, advantage=0.4,
+    "fashion_mnist": dict(dense=0.900, chance=0.1, scale=1.0, advantage=0.6, late=0.6,
                           keep=(0.9, 0.40, 0.36, 0.33, 0.1)),
 }
-BASELINE_DEPTHS = (4, 5, 7)  # plain nets: depth − 1 activation layers
+BASELINE_DEPTHS = (2, 3, 5, 7)  # plain nets: depth − 1 activation layers
+NOISE = 0.002  # sd of a run's accuracy around its curve (seed-to-seed noise)
 RESNET_PARAMS = 78_042
 
 
@@ -60,11 +64,12 @@ def _write_run(root: Path, row: dict, layers: list[dict], rng: np.random.Generat
     run_dir = root / row["run"]
     run_dir.mkdir(parents=True, exist_ok=True)
     fields = {"arm": row["arm"], "dataset": row["dataset"], "seed": row["seed"]}
-    fields |= {"lam": row["lam"]} if row["arm"] in ("sparse", "posthoc") else {}
-    fields |= {"depth": row["depth"], "kind": "wide" if row["widened"] else "own"} if row["arm"] == "baseline" else {}
+    fields |= {"lam": row["lam"]} if row["arm"] in ("sparse", "posthoc", "late") else {}
+    fields |= {"depth": row["depth"], "kind": "wide" if row["widened"] else "own"} if row["arm"] == "shallow" else {}
     config = trainer.validate_config(dict(
         name=row["run"], fields=fields, data=f"data/prepared/{row['dataset']}.pt", epochs=EPOCHS, lam=row["lam"],
-        seed=row["seed"], model=dict(arch=row["arch"], depth=row["depth"], width=row["width"],
+        seed=row["seed"], prior_start_epoch=row["prior_start_epoch"],
+        model=dict(arch=row["arch"], depth=row["depth"], width=row["width"],
                                      activation=row["activation"], slope_init=0.25)), check_files=False)
     trainer.write_config(run_dir, config)
     metrics = {k: row[k] for k in trainer.METRICS_KEYS if k in row}
@@ -92,14 +97,18 @@ def _write_run(root: Path, row: dict, layers: list[dict], rng: np.random.Generat
     return run_dir
 
 
-def write_study(root: Path) -> Path:
-    """Write ``root/runs/...`` and ``root/results/summary.csv``; return the summary's path."""
+def write_study(root: Path, seeds=SEEDS, noise: float = NOISE) -> Path:
+    """Write ``root/runs/...`` and ``root/results/summary.csv``; return the summary's path.
+
+    Every seed's accuracy is its curve's plus Gaussian noise of sd ``noise``; APLs do not vary.
+    """
     rng = np.random.default_rng(0)
     runs, run_dirs = root / "runs", []
 
-    def add(dataset, arm, tag, arch, depth, width, activation, widened, lam, seed, layers, acc, params):
+    def add(dataset, arm, tag, arch, depth, width, activation, widened, lam, seed, layers, acc, params, start=0):
         apl = sum(lay["contribution"] for lay in layers)
         nonlinear = sum(lay["nonlinear"] for lay in layers)
+        acc = float(np.clip(acc + rng.normal(0, noise), 0, 1))
         row = dict(run=f"{dataset}/{arm}/{tag}", dataset=dataset, arm=arm, arch=arch, depth=depth,
                    width=width, activation=activation, widened=widened, lam=lam, seed=seed,
                    params=params, test_acc=round(acc, 4), val_acc=round(acc + 0.004, 4),
@@ -108,35 +117,35 @@ def write_study(root: Path) -> Path:
                    nonlinear_channels=nonlinear, total_channels=sum(x["width"] for x in layers),
                    apl_normalized=round(apl, 4), apl_unnormalized=round(1.2 * apl, 4), eps=0.0,
                    epochs=EPOCHS, wall_time_s=round(30 + 10 * rng.random(), 2),
-                   images_per_s=round(5000 + 500 * rng.random(), 1))
+                   images_per_s=round(5000 + 500 * rng.random(), 1), budget_epochs=EPOCHS, prior_start_epoch=start,
+                   max_prior_shift=round(3 * lam, 6), test_size=TEST_SIZE)
         run_dirs.append(_write_run(runs, row, layers, rng))
 
     full = resnet20_layers()
     for dataset, spec in DATASETS.items():
-        noise = lambda: rng.normal(0, 0.002)  # noqa: E731
-        for seed in (0, 1):
+        for seed in seeds:
             add(dataset, "dense", f"s{seed}", "resnet", 20, 8, "prelu", False, 0.0, seed,
-                _profile(full, 1.0), spec["dense"] + noise(), RESNET_PARAMS)
-        for lam, keep in zip(LAMS, spec["keep"], strict=True):
-            layers = _profile(full, keep)
-            apl = sum(lay["contribution"] for lay in layers)
-            add(dataset, "sparse", f"lam{lam:g}-s0", "resnet", 20, 8, "prelu", False, lam, 0, layers,
-                _accuracy(spec, apl, spec["scale"]) + noise(), RESNET_PARAMS)
-            post = _profile(full, keep * 1.1)
-            post_apl = sum(lay["contribution"] for lay in post)
-            scale = spec["scale"] * (1 - spec["advantage"])
-            add(dataset, "posthoc", f"lam{lam:g}-s0", "resnet", 20, 8, "prelu", False, lam, 0, post,
-                _accuracy(spec, post_apl, scale) + noise(), RESNET_PARAMS)
-        for depth in BASELINE_DEPTHS:
-            for widened, width in ((False, 8), (True, 8 * (12 - depth))):
-                layers = [dict(index=i, name=f"features.{i}.act", width=width, nonlinear=width, P=1.0,
-                               contribution=1.0) for i in range(depth - 1)]
-                handicap = 0.03 if not widened else 0.015  # worse than a sparse net of equal APL
-                acc = _accuracy(spec, depth - 1, 1.6 * spec["scale"]) - handicap + noise()
-                tag = f"plain-d{depth}-{'wide' if widened else 'own'}-s0"
-                params = RESNET_PARAMS if widened else 1_000 * depth * 8
-                add(dataset, "baseline", tag, "plain", depth, width, "relu", widened, 0.0, 0, layers,
-                    acc, params)
+                _profile(full, 1.0), spec["dense"], RESNET_PARAMS)
+            for lam, keep in zip(LAMS, spec["keep"], strict=True):
+                layers = _profile(full, keep)
+                apl = sum(lay["contribution"] for lay in layers)
+                add(dataset, "sparse", f"lam{lam:g}-s{seed}", "resnet", 20, 8, "prelu", False, lam, seed, layers,
+                    _accuracy(spec, apl, spec["scale"]), RESNET_PARAMS)
+                for arm, gain, start in (("posthoc", spec["advantage"], 0), ("late", spec["late"], EPOCHS // 2)):
+                    post = _profile(full, keep * 1.1)
+                    post_apl = sum(lay["contribution"] for lay in post)
+                    tag = f"lam{lam:g}-s{seed}" if arm == "posthoc" else f"at0.5-lam{lam:g}-s{seed}"
+                    add(dataset, arm, tag, "resnet", 20, 8, "prelu", False, lam, seed, post,
+                        _accuracy(spec, post_apl, spec["scale"] * (1 - gain)), RESNET_PARAMS, start)
+            for depth in BASELINE_DEPTHS:
+                for widened, width in ((False, 8), (True, 8 * (12 - depth))):
+                    layers = [dict(index=i, name=f"features.{i}.act", width=width, nonlinear=width, P=1.0,
+                                   contribution=1.0) for i in range(depth - 1)]
+                    handicap = 0.03 if not widened else 0.015  # worse than a sparse net of equal APL
+                    acc = _accuracy(spec, depth - 1, 1.6 * spec["scale"]) - handicap
+                    params = RESNET_PARAMS if widened else 1_000 * depth * 8
+                    add(dataset, "shallow", f"d{depth}-{'wide' if widened else 'own'}-s{seed}", "plain", depth,
+                        width, "relu", widened, 0.0, seed, layers, acc, params)
     summary = root / "results" / "summary.csv"
     aggregate.aggregate(run_dirs, summary, root / "results" / "curves.csv")  # the pipeline's own writer
     return summary

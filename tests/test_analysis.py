@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from nonlinear_advantage import analysis
-from nonlinear_advantage.analysis import NOT_SUPPORTED, SUPPORTED, Thresholds
+from nonlinear_advantage.analysis import CONTRADICTED, INCONCLUSIVE, SUPPORTED, Thresholds
 from nonlinear_advantage.errors import UserError
 from synthetic_study import write_study
 
@@ -136,26 +136,61 @@ def study(tmp_path_factory) -> pd.DataFrame:
 
 
 def test_findings_on_the_synthetic_study(study):
+    """Known effects, 3 seeds, small noise: every observation is supported."""
     verdicts = [f.verdict for f in analysis.findings(study, TH)]
-    assert verdicts == [SUPPORTED, SUPPORTED, SUPPORTED]
+    assert verdicts == [SUPPORTED] * 4, [f.evidence for f in analysis.findings(study, TH)]
 
 
-def test_findings_follow_the_numbers(study):
-    # Post-hoc runs 5 points worse on the harder task: the nonlinear advantage is gone.
-    worse = study.copy()
-    hard = (worse.dataset == "fashion_mnist") & (worse.arm == "posthoc")
-    worse.loc[hard, "test_acc"] -= 0.05
-    assert analysis.finding_nonlinear_advantage(worse, TH).verdict == NOT_SUPPORTED
-    # Widened baselines 20 points better: sparse networks no longer beat them.
-    strong = study.copy()
+def test_findings_are_contradicted_when_the_effect_reverses(study):
+    hard = study.dataset == "fashion_mnist"
+    worse = study.copy()  # post-hoc 5 points worse on the harder task
+    worse.loc[hard & (worse.arm == "posthoc"), "test_acc"] -= 0.05
+    assert analysis.finding_nonlinear_advantage(worse, TH).verdict == CONTRADICTED
+    strong = study.copy()  # widened baselines 20 points better: sparse networks no longer beat them
     strong.loc[strong.widened, "test_acc"] += 0.2
-    assert analysis.finding_decay_collapse(strong, TH).verdict == NOT_SUPPORTED
+    assert analysis.finding_decay_collapse(strong, TH).verdict == CONTRADICTED
+    early = study.copy()  # the late start 5 points worse: linearizing late costs more
+    early.loc[hard & (early.arm == "late"), "test_acc"] -= 0.05
+    assert analysis.finding_early_late(early, TH).verdict == CONTRADICTED
+
+
+def test_noise_makes_a_finding_inconclusive(tmp_path):
+    """The same effects under noise of 5 pt per run and 2 seeds: the intervals straddle the margins."""
+    noisy = analysis.load_summary(write_study(tmp_path, seeds=(0, 1), noise=0.05))
+    advantage, late = analysis.finding_nonlinear_advantage(noisy, TH), analysis.finding_early_late(noisy, TH)
+    assert advantage.verdict == late.verdict == INCONCLUSIVE, (advantage.evidence, late.evidence)
+
+
+def test_intervals_combine_seeds_and_the_test_set():
+    th = dataclasses.replace(TH, confidence=0.95)
+    one = analysis.interval([0.02], 0.01, th)  # one seed: the test set's SE alone
+    assert one.lo == pytest.approx(0.02 - 1.96 * 0.01, abs=1e-4) and one.above(0.0) == SUPPORTED
+    spread = analysis.interval([0.0, 0.04], 0.0, th)  # two seeds: the bootstrap spread
+    assert spread.lo < 0.02 < spread.hi and spread.above(0.0) == INCONCLUSIVE
+    assert analysis.interval([-0.05, -0.04], 0.001, th).above(0.0) == CONTRADICTED
+    assert analysis.interval([0.001, -0.001], 0.001, th).within(0.01) == SUPPORTED
+    assert analysis.binomial_se(0.9, 10_000) == pytest.approx(0.003)
+
+
+def test_collapse_tolerance_is_never_below_two_standard_errors(study):
+    small = study.assign(test_size=100)  # SE of 90% on 100 images: 3 pt
+    hard = small[small.dataset == "fashion_mnist"]
+    assert analysis.effective_tolerance(hard, TH) == pytest.approx(2 * 0.03, abs=2e-3)
+    assert analysis.effective_tolerance(study[study.dataset == "fashion_mnist"], TH) == TH.tolerance
+
+
+def test_grid_span_says_where_a_grid_falls_short(study):
+    span = analysis.grid_span(study, TH)
+    assert span.ok.all() and set(span.arm) == {"sparse", "posthoc", "late@3"}
+    dense_only = study[~((study.arm == "sparse") & (study.lam >= 0.01))]  # only the two densest λ left
+    short = analysis.grid_span(dense_only, TH).set_index(["dataset", "arm"]).loc[("digits", "sparse")]
+    assert not short.ok and "no point below 25%" in short.note and "transition" in short.note
 
 
 def test_one_dataset_cannot_show_task_dependence(study):
     one = study[study.dataset == "digits"]
-    core, _, advantage = analysis.findings(one, TH)
-    assert core.verdict == advantage.verdict == NOT_SUPPORTED
+    core, _, advantage, _ = analysis.findings(one, TH)
+    assert core.verdict == advantage.verdict == INCONCLUSIVE
     assert any("two datasets" in e for e in advantage.evidence)
 
 

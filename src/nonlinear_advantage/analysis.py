@@ -141,7 +141,7 @@ def arm_curve(df: pd.DataFrame, arm: str, apl: str = APL) -> pd.DataFrame:
         "lam": grouped.lam.first(),
         "apl": grouped[apl].mean(),
         "acc": grouped.test_acc.mean(),
-        "acc_std": grouped.test_acc.std(ddof=0),
+        "acc_std": grouped.test_acc.std(),  # sample sd over seeds (NaN with one seed)
         "width": grouped.nonlinear_channels.mean(),
         "total": grouped.total_channels.mean(),
         "n": grouped.size(),
@@ -247,7 +247,8 @@ def matched_apl_gap(df: pd.DataFrame, apl: str = APL, arm: str = "posthoc", refe
     post, scratch = arm_curve(df, arm, apl), arm_curve(df, reference, apl)
     empty = np.array([])
     if post.empty or scratch.empty:
-        missing = arm if post.empty else reference
+        names = {"posthoc": "post-hoc", "sparse": "from-scratch sparse"}
+        missing = names.get(arm, arm) if post.empty else names.get(reference, reference)
         return MatchedGap(empty, empty, empty, None, None, f"no {missing} runs")
     lo, hi = max(post.apl.min(), scratch.apl.min()), min(post.apl.max(), scratch.apl.max())
     if lo > hi:
