@@ -24,6 +24,8 @@ def make_run(root, name, lam=0.0, width=4, activation="prelu", params=None):
     config = plan.run_config(params, name)
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     metrics = {k: 1.0 for k in aggregate.FROM_METRICS} | {"params": 1000, "epochs": 1, "test_acc": 0.5 + lam}
+    metrics |= {"budget_epochs": 7 if "pretrain" in name else 8, "test_size": 300,
+                "prior_start_epoch": 9 if "late" in name else 0}
     (run / "metrics.json").write_text(json.dumps(metrics))
     depth_json = {"nonlinear_channels": 3, "total_channels": 8, "apl_normalized": 2.5,
                   "apl_unnormalized": 4.0, "eps": 0.0, "layers": []}
@@ -33,8 +35,9 @@ def make_run(root, name, lam=0.0, width=4, activation="prelu", params=None):
 
 
 def test_rows_in_fixed_order_whatever_the_argument_order(tmp_path):
-    names = ["digits/sparse/lam0.1-s0", "digits/dense/s0", "digits/sparse/lam0.01-s0",
-             "digits/baseline/d8-wide-s0", "digits/baseline/d8-own-s0", "digits/posthoc/lam0.01-s0"]
+    names = ["digits/sparse/lam0.1-s0", "digits/late/at0.5-lam0.1-s0", "digits/dense/s0", "digits/sparse/lam0.01-s0",
+             "digits/shallow/d3-wide-s0", "digits/baseline/d8-wide-s0", "digits/pretrain/s0",
+             "digits/baseline/d8-own-s0", "digits/posthoc/lam0.1-s0", "digits/shallow/d3-own-s0"]
     dirs = [make_run(tmp_path / "runs", n, lam=float(n.split("lam")[1].split("-")[0]) if "lam" in n else 0.0,
                      activation="relu" if "baseline" in n else "prelu") for n in names]
     out, curves = tmp_path / "results" / "summary.csv", tmp_path / "results" / "curves.csv"
@@ -44,11 +47,16 @@ def test_rows_in_fixed_order_whatever_the_argument_order(tmp_path):
     assert out.read_bytes() == first
     rows = list(csv.DictReader(out.open()))
     assert list(rows[0]) == list(aggregate.SUMMARY_COLUMNS)
-    assert [r["run"] for r in rows] == [
-        "digits/baseline/d8-own-s0", "digits/baseline/d8-wide-s0", "digits/dense/s0",
-        "digits/sparse/lam0.01-s0", "digits/sparse/lam0.1-s0", "digits/posthoc/lam0.01-s0"]
-    assert [r["widened"] for r in rows[:2]] == ["False", "True"]
-    assert rows[4]["apl_normalized"] == "2.5" and rows[4]["lam"] == "0.1"
+    assert [r["run"] for r in rows] == [  # the arm table's order
+        "digits/baseline/d8-own-s0", "digits/baseline/d8-wide-s0", "digits/shallow/d3-own-s0",
+        "digits/shallow/d3-wide-s0", "digits/dense/s0", "digits/sparse/lam0.01-s0", "digits/sparse/lam0.1-s0",
+        "digits/pretrain/s0", "digits/posthoc/lam0.1-s0", "digits/late/at0.5-lam0.1-s0"]
+    assert [r["widened"] for r in rows[:4]] == ["False", "True", "False", "True"]
+    assert [r["arch"] for r in rows[:4]] == ["resnet", "resnet", "plain", "plain"]
+    assert rows[6]["apl_normalized"] == "2.5" and rows[6]["lam"] == "0.1"
+    # budget and prior columns come from each run's metrics.json
+    assert [r["budget_epochs"] for r in rows[6:8]] == ["8", "7"] and rows[9]["prior_start_epoch"] == "9"
+    assert {r["test_size"] for r in rows} == {"300"}
     history = list(csv.DictReader(curves.open()))
     assert len(history) == 2 * len(names)
     assert list(history[0]) == ["run", "dataset", "arm", "lam", "seed", "epoch", "lr", "test_acc"]
@@ -65,14 +73,14 @@ def test_a_missing_file_names_the_run(tmp_path):
 def test_cli_with_params_reads_the_planned_runs(tmp_path):
     params = yaml.safe_load(open("tests/fixtures/tiny_params.yaml"))
     params["sweep"]["lambdas"] = [0.1]
-    params["baseline"] = {"depths": [8], "widths": ["own"]}
+    params["baseline"] = {"depths": [8], "plain_depths": [3], "widths": ["own"]}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    for name in ("digits/baseline/d8-own-s0", "digits/dense/s0", "digits/sparse/lam0.1-s0",
-                 "digits/posthoc/lam0.1-s0", "digits/sparse/lam0.5-s0"):  # the last: a stale run
+    planned = ["digits/baseline/d8-own-s0", "digits/shallow/d3-own-s0", "digits/dense/s0", "digits/sparse/lam0.1-s0",
+               "digits/pretrain/s0", "digits/posthoc/lam0.1-s0", "digits/late/at0.5-lam0.1-s0"]
+    for name in planned + ["digits/sparse/lam0.5-s0", "digits/baseline/d8-wide-s0"]:  # the last two: stale runs
         make_run(tmp_path / "runs", name)
     cmd = [sys.executable, "-m", "nonlinear_advantage", "aggregate", "--params", "params.yaml",
            "--out", "results/summary.csv", "--curves", "results/curves.csv", "runs"]
     subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
     rows = list(csv.DictReader((tmp_path / "results" / "summary.csv").open()))
-    assert [r["run"] for r in rows] == ["digits/baseline/d8-own-s0", "digits/dense/s0",
-                                        "digits/sparse/lam0.1-s0", "digits/posthoc/lam0.1-s0"]
+    assert [r["run"] for r in rows] == planned

@@ -60,17 +60,20 @@ def write_toy_data(path, seed=0) -> None:
 
 def test_toy_dataset_and_architecture_through_the_pipeline(registered, tmp_path, monkeypatch):
     params = yaml.safe_load(TINY.read_text())
-    params["datasets"] = {"toy": {"train_size": 60, "val_size": 21, "test_size": 21, "epochs": 1}}
+    params["datasets"] = {"toy": {"train_size": 60, "val_size": 21, "test_size": 21, "epochs": 2}}
     params["model"] = {"arch": "toy", "depth": 3, "width": 4, "slope_init": 0.25}
-    params["baseline"] = {"depths": [2], "widths": ["own", "wide"]}
+    params["baseline"] = {"depths": [2], "plain_depths": [2], "widths": ["own", "wide"]}
     params["sweep"]["lambdas"] = [5.0]
+    params["posthoc"].update(epochs=1, lambdas=[5.0])
+    params["late"] = {"starts": [0.5], "lambdas": [5.0]}
     params = plan.validate(params, source="toy params")  # the schema's enums come from the registries
 
     monkeypatch.chdir(tmp_path)
     write_toy_data(tmp_path / "data" / "prepared" / "toy.pt")
     runs = plan.runs(params)
-    assert [r.arm for r in runs] == ["baseline", "baseline", "dense", "sparse", "posthoc"]
-    for run in runs:  # in plan order: the dense run exists before the post-hoc run starts from it
+    assert [r.arm for r in runs] == ["baseline", "baseline", "shallow", "shallow", "dense", "sparse", "pretrain",
+                                     "posthoc", "late"]
+    for run in runs:  # in plan order: the dense start exists before the post-hoc run starts from it
         out = tmp_path / plan.run_dir(run.id)
         trainer.train(plan.run_config(params, run.id), out, progress=False)
         fileio.write_json(out / "depth.json", measure.measure(out))
@@ -79,9 +82,22 @@ def test_toy_dataset_and_architecture_through_the_pipeline(registered, tmp_path,
 
     rows = list(csv.DictReader(summary.open()))
     assert [r["run"] for r in rows] == [r.id for r in runs]
-    assert {r["arch"] for r in rows} == {"toy"} and {r["dataset"] for r in rows} == {"toy"}
+    assert {r["dataset"] for r in rows} == {"toy"}
+    assert {r["arm"]: r["arch"] for r in rows} == {**dict.fromkeys(plan.ARMS, "toy"), "shallow": "plain"}
     dense = next(r for r in rows if r["arm"] == "dense")
     assert int(dense["params"]) == toy_parameters(3, 4, 1, 3, "prelu")  # the closed form is the built net's
-    wide = next(r for r in rows if r["widened"] == "True")
-    assert int(wide["width"]) > 4 and int(wide["params"]) >= int(dense["params"])
+    wide = next(r for r in rows if r["widened"] == "True" and r["arm"] == "baseline")
+    # the nearest parameter count to the full network's, built by the toy closed form
+    off = {w: abs(toy_parameters(2, w, 1, 3, "relu") - int(dense["params"])) for w in range(1, 40)}
+    assert int(wide["width"]) > 4 and off[int(wide["width"])] == min(off.values())
+    assert int(wide["params"]) == toy_parameters(2, int(wide["width"]), 1, 3, "relu")
     assert float(dense["apl_normalized"]) == 2.0  # two activation layers, all nonlinear
+    # equal budgets: the trainer's count (through the checkpoint) is the plan's
+    for row, run in zip(rows, runs, strict=True):
+        assert int(row["budget_epochs"]) == plan.budget_epochs(params, run), run.id
+        assert int(row["budget_epochs"]) == (1 if run.arm == "pretrain" else 2), run.id
+        assert int(row["test_size"]) == 21
+    late = next(r for r in rows if r["arm"] == "late")
+    sparse = next(r for r in rows if r["arm"] == "sparse")  # same λ, the prior on from epoch 0
+    assert int(late["prior_start_epoch"]) == 1 and 0 < float(late["max_prior_shift"]) < float(sparse["max_prior_shift"])
+    assert float(dense["max_prior_shift"]) == 0.0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from nonlinear_advantage import plan
+from nonlinear_advantage import architectures, plan
 from nonlinear_advantage.aggregate import SUMMARY_COLUMNS
 from repo_copy import ROOT, copy_repo, sh
 
@@ -106,8 +106,11 @@ def test_snakemake_and_dvc_have_the_same_dag(tmp_path, params):
     git_dvc_init(repo)
     smk, dvc = snakemake_dag(repo), dvc_dag(repo)
     assert smk == dvc
-    assert len(smk) == len(plan.run_ids(plan.load_params(repo / "params.yaml"))) * 2 + 2 * len(
-        plan.load_params(repo / "params.yaml")["datasets"]) + 3
+    # train and measure per run (every arm, the post-hoc runs' dense start included), download and
+    # prepare per dataset, then aggregate, figures and report
+    planned = plan.load_params(repo / "params.yaml")
+    assert len(smk) == len(plan.run_ids(planned)) * 2 + 2 * len(planned["datasets"]) + 3
+    assert Counter(rule for rule, _, _ in smk.elements())["train"] == len(plan.run_ids(planned))
 
 
 def test_bad_params_stop_snakemake_before_anything_runs(tmp_path):
@@ -136,7 +139,9 @@ def test_configfile_selects_the_paper_study(tmp_path):
     assert jobs["train"] == len(plan.run_ids(paper))
     assert jobs["download"] == 3  # cifar10, cifar100, fashion_mnist: no merge with params.yaml's digits
     out = snakemake(repo, "-n", "--printshellcmds", "--configfile", "config/paper.yaml").stdout
-    assert "train --params $NLA_PARAMS --run cifar100/sparse/lam0.01-s2" in out
+    for run in ("cifar100/sparse/lam0.03-s2", "cifar100/pretrain/s2", "cifar100/posthoc/lam0.5-s2",
+                "cifar100/late/at0.75-lam50.0-s2", "cifar100/shallow/d2-wide-s2"):
+        assert f"train --params $NLA_PARAMS --run {run} " in out, run
 
 
 # ---- the tiny study under Snakemake --------------------------------------------------------
@@ -154,19 +159,39 @@ def test_summary(study):
     params = plan.load_params(study / "params.yaml")
     assert list(rows[0]) == list(SUMMARY_COLUMNS)
     assert [r["run"] for r in rows] == plan.run_ids(params)
-    assert Counter(r["arm"] for r in rows) == {"baseline": 4, "dense": 1, "sparse": 2, "posthoc": 2}
+    assert Counter(r["arm"] for r in rows) == {"baseline": 2, "shallow": 2, "dense": 1, "sparse": 2, "pretrain": 1,
+                                               "posthoc": 1, "late": 1}
+    budget, by_id = params["datasets"]["digits"]["epochs"], {r.id: r for r in plan.runs(params)}
     for r in rows:
-        # A path meets at most one activation per layer: depth - 1 of them in a ResNet.
+        # A path meets at most one activation per layer: depth - 1 of them in a ResNet (one after the
+        # stem, two per block) and in a plain net (one after each of its depth - 1 convs).
         activations = int(r["depth"]) - 1
         for key in ("apl_normalized", "apl_unnormalized"):
             assert 0 <= float(r[key]) <= activations + 1e-9, (r["run"], key, r[key])
+            if r["arm"] == "shallow":  # no skips: every path meets every layer's ReLU
+                assert float(r[key]) == pytest.approx(activations), (r["run"], key, r[key])
         assert 0 <= int(r["nonlinear_channels"]) <= int(r["total_channels"])
         assert 0 <= float(r["test_acc"]) <= 1
-        if r["arm"] == "baseline":  # ReLUs are nonlinear everywhere
-            assert r["nonlinear_channels"] == r["total_channels"]
-    wide = {r["run"]: int(r["params"]) for r in rows if r["widened"] == "True"}
+        if r["arm"] in ("baseline", "shallow"):  # ReLUs are nonlinear everywhere
+            assert r["nonlinear_channels"] == r["total_channels"] and r["activation"] == "relu"
+        assert r["arch"] == ("plain" if r["arm"] == "shallow" else "resnet")
+        # equal budgets, as the trainer counted them (post-hoc: through its dense start's checkpoint)
+        assert int(r["budget_epochs"]) == plan.budget_epochs(params, by_id[r["run"]]), r["run"]
+        assert int(r["budget_epochs"]) == (budget - params["posthoc"]["epochs"] if r["arm"] == "pretrain" else budget)
+        assert int(r["prior_start_epoch"]) == (1 if r["arm"] == "late" else 0), r["run"]
+        assert (float(r["max_prior_shift"]) > 0) == (float(r["lam"]) > 0), r["run"]
+        assert int(r["test_size"]) == params["datasets"]["digits"]["test_size"]
+    # widened baselines: the width whose parameter count is nearest the full network's
     dense = next(int(r["params"]) for r in rows if r["arm"] == "dense")
-    assert wide and all(n >= dense for n in wide.values())
+    wide = [r for r in rows if r["widened"] == "True"]
+    assert {r["arm"] for r in wide} == {"baseline", "shallow"}
+    for r in wide:
+        arch, depth, width = r["arch"], int(r["depth"]), int(r["width"])
+        assert int(r["params"]) == architectures.parameter_count(arch, depth, width, 1, 10, "relu")
+        def off(w, arch=arch, depth=depth):
+            return abs(architectures.parameter_count(arch, depth, w, 1, 10, "relu") - dense)
+
+        assert off(width) <= off(width - 1) and off(width) < off(width + 1), r["run"]
     assert (study / "results" / "curves.csv").read_text().startswith("run,dataset,arm,lam,seed,epoch")
     assert (study / "reports" / "report.pdf").stat().st_size > 0
 
@@ -186,28 +211,42 @@ def test_the_params_file_name_is_not_a_job_parameter(study):
         (study / "same.yaml").unlink()
 
 
-def test_one_changed_lambda_reruns_exactly_its_jobs(study):
+@pytest.mark.parametrize("old, new, run", [
+    # each arm has its own λ grid: a change reaches that arm's run alone
+    ("sweep:\n  lambdas: [0.01, 0.1]", "sweep:\n  lambdas: [0.01, 0.2]", "digits/sparse/lam0.2-s0"),
+    ("lr: 0.02, lambdas: [0.1]", "lr: 0.02, lambdas: [0.2]", "digits/posthoc/lam0.2-s0"),
+    ("starts: [0.5], lambdas: [0.1]", "starts: [0.5], lambdas: [0.2]", "digits/late/at0.5-lam0.2-s0"),
+])
+def test_one_changed_lambda_reruns_exactly_its_jobs(study, old, new, run):
     original = (study / "params.yaml").read_text()
+    assert original.count(old) == 1
     try:
-        (study / "params.yaml").write_text(original.replace("lambdas: [0.01, 0.1]", "lambdas: [0.01, 0.2]"))
+        (study / "params.yaml").write_text(original.replace(old, new))
         jobs = planned_jobs(study, "--printshellcmds")
-        assert jobs == {"train": 2, "measure": 2, "aggregate": 1, "figures": 1, "report": 1, "all": 1}
+        assert jobs == {"train": 1, "measure": 1, "aggregate": 1, "figures": 1, "report": 1, "all": 1}
         out = snakemake(study, "-n", "--printshellcmds").stdout
-        assert "--run digits/sparse/lam0.2-s0" in out and "--run digits/posthoc/lam0.2-s0" in out
+        assert Counter(re.findall(r"--run (?:runs/)?(\S+)", out)) == {run: 2}  # train and measure
     finally:
         (study / "params.yaml").write_text(original)
     assert "Nothing to be done" in snakemake(study, "-n").stdout
 
 
 def test_a_changed_run_config_reruns_only_those_runs(study):
-    """Snakemake's params trigger: post-hoc epochs reach only the post-hoc runs' configs."""
+    """Snakemake's params trigger: the post-hoc lr reaches only the post-hoc run's config. The
+    post-hoc epochs would reach its dense start too (B − P; tests/test_plan.py), but the tiny
+    budget of 2 leaves P = 1 the only valid value: more is refused before anything runs."""
     original = (study / "params.yaml").read_text()
     try:
-        (study / "params.yaml").write_text(original.replace("posthoc: {epochs: 1", "posthoc: {epochs: 2"))
-        assert planned_jobs(study) == {"train": 2, "measure": 2, "aggregate": 1, "figures": 1,
+        assert original.count("posthoc: {epochs: 1, lr: 0.02,") == 1
+        (study / "params.yaml").write_text(original.replace("lr: 0.02,", "lr: 0.03,"))
+        assert planned_jobs(study) == {"train": 1, "measure": 1, "aggregate": 1, "figures": 1,
                                        "report": 1, "all": 1}
         out = snakemake(study, "-n", "--printshellcmds").stdout
-        assert out.count("--run digits/posthoc/") == 2 and "--run digits/sparse/" not in out
+        assert Counter(re.findall(r"--run (?:runs/)?(\S+)", out)) == {"digits/posthoc/lam0.1-s0": 2}
+        (study / "params.yaml").write_text(original.replace("posthoc: {epochs: 1", "posthoc: {epochs: 2"))
+        proc = snakemake(study, "-n", check=False)
+        assert proc.returncode != 0 and "posthoc.epochs: 2 must be less than datasets.digits.epochs (2)" in (
+            proc.stdout + proc.stderr)
     finally:
         (study / "params.yaml").write_text(original)
 
@@ -240,9 +279,8 @@ def _dvc_changed_stages(repo) -> set[str]:
 
 @pytest.mark.parametrize("module, snakemake_jobs, dvc_stages", [
     ("report.py", {"report": 1, "all": 1}, {"report"}),
-    ("trainer.py", {"train": 9, "measure": 9, "aggregate": 1, "figures": 1, "report": 1, "all": 1},
-     {"train_baseline", "train_dense", "train_sparse", "train_posthoc", "measure_baseline", "measure_dense",
-      "measure_sparse", "measure_posthoc"}),
+    ("trainer.py", {"train": 10, "measure": 10, "aggregate": 1, "figures": 1, "report": 1, "all": 1},
+     {f"{step}_{arm}" for step in ("train", "measure") for arm in plan.ARMS}),
 ])
 def test_code_is_a_dependency_in_both_tools(study, module, snakemake_jobs, dvc_stages):
     """A change to report.py rebuilds only the report; a change to trainer.py retrains."""
@@ -270,7 +308,7 @@ def test_dvc_repro_runs_the_study_and_then_is_up_to_date(tmp_path, study):
     git_dvc_init(repo)
     sh(repo, "dvc", "repro", "--quiet")
     rows = read_summary(repo)
-    assert list(rows[0]) == list(SUMMARY_COLUMNS) and len(rows) == 9
+    assert list(rows[0]) == list(SUMMARY_COLUMNS) and len(rows) == 10
     for r in rows:
         assert 0 <= float(r["apl_normalized"]) <= int(r["depth"]) - 1
     assert [r["run"] for r in rows] == [r["run"] for r in read_summary(study)]
@@ -282,7 +320,7 @@ def test_dvc_repro_runs_the_study_and_then_is_up_to_date(tmp_path, study):
     # `dvc exp run -S` on one λ: exactly its stages rerun, then the ones that read all runs.
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "tiny study")
+    # Post-hoc has its own grid (posthoc.lambdas), so only the sparse run is new.
     out = sh(repo, "dvc", "exp", "run", "-S", "sweep.lambdas=[0.01,0.2]").stdout
     assert set(re.findall(r"Running stage '([^']+)'", out)) == {
-        "train_sparse@digits-0-0.2", "train_posthoc@digits-0-0.2", "measure_sparse@digits-0-0.2",
-        "measure_posthoc@digits-0-0.2", "aggregate", "figures", "report"}, out
+        "train_sparse@digits-0-0.2", "measure_sparse@digits-0-0.2", "aggregate", "figures", "report"}, out

@@ -1,6 +1,7 @@
-"""params.yaml: the schema's errors name the key, run ids, run configs, widened widths."""
+"""params.yaml: the schema's errors name the key, run ids, run configs, widened widths, equal budgets."""
 
 import copy
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,12 @@ def test_shipped_params_are_valid(path):
         (lambda p: p["train"].update(batch_size="64"), "train.batch_size: '64' is not of type 'integer'"),
         (lambda p: p["datasets"].update(imagenet=p["datasets"]["digits"]), "datasets: 'imagenet' is not one of"),
         (lambda p: p["model"].update(depth=10), "model.depth: 10 is not a resnet depth (6n+2"),
-        (lambda p: p["baseline"]["depths"].append(9), "baseline.depths[2]: 9 is not a resnet depth"),
+        (lambda p: p["baseline"]["depths"].append(9), "baseline.depths[1]: 9 is not a resnet depth"),
+        (lambda p: p["baseline"]["plain_depths"].append(1), "baseline.plain_depths[1]: 1 is not a plain depth"),
+        (lambda p: p["baseline"].pop("plain_depths"), "baseline: 'plain_depths' is a required property"),
+        (lambda p: p.pop("late"), "(top level): 'late' is a required property"),
+        (lambda p: p["late"]["starts"].append(1.0), "late.starts[1]: 1.0 is greater than or equal to the maximum of 1"),
+        (lambda p: p["posthoc"]["lambdas"].append(-1), "posthoc.lambdas[1]: -1 is less than the minimum of 0"),
         (lambda p: p.update(epochs=3), "(top level): Additional properties are not allowed ('epochs' was unexpected)"),
         (lambda p: p.update(analysis={"tolerance": -0.01}), "analysis.tolerance: -0.01 is less than the minimum of 0"),
     ],
@@ -58,49 +64,136 @@ def test_validate_params_cli_stops_with_the_key(tmp_path, params):
 def test_run_ids(params):
     assert plan.run_ids(params) == [
         "digits/baseline/d8-own-s0", "digits/baseline/d8-wide-s0",
-        "digits/baseline/d14-own-s0", "digits/baseline/d14-wide-s0",
+        "digits/shallow/d3-own-s0", "digits/shallow/d3-wide-s0",
         "digits/dense/s0",
         "digits/sparse/lam0.01-s0", "digits/sparse/lam0.1-s0",
-        "digits/posthoc/lam0.01-s0", "digits/posthoc/lam0.1-s0",
+        "digits/pretrain/s0",
+        "digits/posthoc/lam0.1-s0",
+        "digits/late/at0.5-lam0.1-s0",
     ]  # fmt: skip
 
 
 def test_run_config_per_arm(params):
+    budget = params["datasets"]["digits"]["epochs"]
     sparse = plan.run_config(params, "digits/sparse/lam0.1-s0")
     assert sparse["name"] == "digits/sparse/lam0.1-s0"
     assert sparse["data"] == "data/prepared/digits.pt"
     assert sparse["lam"] == 0.1 and sparse["init_from"] is None and sparse["model"]["activation"] == "prelu"
+    assert sparse["epochs"] == budget and sparse["prior_start_epoch"] == 0
     assert sparse["fields"] == {"arm": "sparse", "dataset": "digits", "seed": 0, "lam": 0.1}
     assert set(sparse) == {"name", "fields", "data", "model", "epochs", "batch_size", "optimizer", "schedule", "lam",
-                           "proximal", "eps", "augment", "seed", "device", "precision", "channels_last",
-                           "compile", "init_from"}  # workflow/schemas/run.schema.json
-    posthoc = plan.run_config(params, "digits/posthoc/lam0.01-s0")
-    assert posthoc["init_from"] == "runs/digits/dense/s0/checkpoint.pt"
-    assert posthoc["epochs"] == params["posthoc"]["epochs"]
+                           "prior_start_epoch", "proximal", "eps", "augment", "seed", "device", "precision",
+                           "channels_last", "compile", "init_from"}  # workflow/schemas/run.schema.json
+    pretrain = plan.run_config(params, "digits/pretrain/s0")
+    assert pretrain["lam"] == 0.0 and pretrain["init_from"] is None and pretrain["model"]["activation"] == "prelu"
+    assert pretrain["epochs"] == budget - params["posthoc"]["epochs"]
+    assert pretrain["optimizer"] == params["train"]["optimizer"]
+    posthoc = plan.run_config(params, "digits/posthoc/lam0.1-s0")
+    assert posthoc["init_from"] == "runs/digits/pretrain/s0/checkpoint.pt"
+    assert posthoc["epochs"] == params["posthoc"]["epochs"] and posthoc["lam"] == 0.1
     assert posthoc["optimizer"]["lr"] == params["posthoc"]["lr"]
-    assert plan.run_config(params, "digits/dense/s0")["lam"] == 0.0
+    late = plan.run_config(params, "digits/late/at0.5-lam0.1-s0")
+    assert late["fields"] == {"arm": "late", "dataset": "digits", "seed": 0, "start": 0.5, "lam": 0.1}
+    assert late["lam"] == 0.1 and late["epochs"] == budget and late["init_from"] is None
+    assert late["prior_start_epoch"] == 1  # round(0.5 · 2)
+    dense = plan.run_config(params, "digits/dense/s0")
+    assert dense["lam"] == 0.0 and dense["prior_start_epoch"] == 0 and dense["epochs"] == budget
     own = plan.run_config(params, "digits/baseline/d8-own-s0")["model"]
-    assert own == {**own, "depth": 8, "width": 4, "activation": "relu"}
+    assert own == {**own, "arch": "resnet", "depth": 8, "width": 4, "activation": "relu"}
+    shallow = plan.run_config(params, "digits/shallow/d3-own-s0")
+    assert shallow["model"] == {**shallow["model"], "arch": "plain", "depth": 3, "width": 4, "activation": "relu"}
+    assert shallow["lam"] == 0.0 and shallow["epochs"] == budget and shallow["init_from"] is None
+    wide = plan.run_config(params, "digits/shallow/d3-wide-s0")["model"]
+    assert wide["arch"] == "plain" and wide["activation"] == "relu" and wide["width"] > 4
     with pytest.raises(UserError, match="digits/sparse/lam0.5-s0"):
         plan.run_config(params, "digits/sparse/lam0.5-s0")
+    with pytest.raises(UserError, match="digits/posthoc/lam0.01-s0"):  # post-hoc has its own grid
+        plan.run_config(params, "digits/posthoc/lam0.01-s0")
 
 
-def test_changing_one_lambda_changes_only_its_runs(params):
+@pytest.mark.parametrize("key, index, changed", [
+    ("sweep.lambdas", 1, {"digits/sparse/lam0.2-s0"}),
+    ("posthoc.lambdas", 0, {"digits/posthoc/lam0.2-s0"}),
+    ("late.lambdas", 0, {"digits/late/at0.5-lam0.2-s0"}),
+])
+def test_changing_one_lambda_changes_only_its_runs(params, key, index, changed):
     before = {r: plan.run_config(params, r) for r in plan.run_ids(params)}
     edited = copy.deepcopy(params)
-    edited["sweep"]["lambdas"][1] = 0.2
+    plan.lookup(edited, key)[index] = 0.2
     after = {r: plan.run_config(edited, r) for r in plan.run_ids(edited)}
-    assert {r for r in after if before.get(r) != after[r]} == {"digits/sparse/lam0.2-s0", "digits/posthoc/lam0.2-s0"}
+    assert {r for r in after if before.get(r) != after[r]} == changed
 
 
-def test_widened_baseline_matches_the_full_network(params):
-    from test_models import widen_to_match
+def test_changing_posthoc_epochs_moves_the_dense_start_too(params):
+    """The post-hoc epochs come out of the pretrain run's, so the total stays the budget."""
+    params["datasets"]["digits"]["epochs"] = 5
+    before = {r: plan.run_config(params, r) for r in plan.run_ids(params)}
+    edited = copy.deepcopy(params)
+    edited["posthoc"]["epochs"] = 2
+    after = {r: plan.run_config(edited, r) for r in plan.run_ids(edited)}
+    assert {r for r in after if before[r] != after[r]} == {"digits/pretrain/s0", "digits/posthoc/lam0.1-s0"}
+    assert after["digits/pretrain/s0"]["epochs"] == 3 and after["digits/posthoc/lam0.1-s0"]["epochs"] == 2
 
-    full = models.build_model("resnet", depth=14, width=4, in_channels=1, num_classes=10)
-    for depth in (8, 14):
-        width = plan.run_config(params, f"digits/baseline/d{depth}-wide-s0")["model"]["width"]
-        assert width == widen_to_match("resnet", depth, 4, models.parameter_count(full),
-                                       in_channels=1, num_classes=10, activation="relu")
+
+def test_widened_baselines_take_the_nearest_parameter_count(params):
+    from test_models import nearest_to_match
+
+    full = models.parameter_count(models.build_model("resnet", depth=14, width=4, in_channels=1, num_classes=10))
+    for run, arch, depth in (("digits/baseline/d8-wide-s0", "resnet", 8), ("digits/shallow/d3-wide-s0", "plain", 3)):
+        model = plan.run_config(params, run)["model"]
+        assert model["arch"] == arch and model["depth"] == depth
+        assert model["width"] == nearest_to_match(arch, depth, full, in_channels=1, num_classes=10,
+                                                  activation="relu"), run
+
+
+PARAMS_FILES = ["params.yaml", "config/paper.yaml", "tests/fixtures/tiny_params.yaml"]
+
+
+@pytest.mark.parametrize("path", PARAMS_FILES)
+def test_equal_budgets_asserted_on_the_plan(path):
+    """Every compared network trains the dataset's budget B in all (post-hoc: its dense start's
+    B − P epochs, then P with the prior); only the dense start itself has less."""
+    params = plan.load_params(ROOT / path)
+    runs = plan.runs(params)
+    assert {r.arm for r in runs} == set(plan.ARMS)  # every arm is in each shipped study
+    for dataset, sizes in params["datasets"].items():
+        budget, posthoc = sizes["epochs"], params["posthoc"]["epochs"]
+        budgets = {r.id: plan.budget_epochs(params, r) for r in runs if r.fields["dataset"] == dataset}
+        compared = {r.id for r in runs if r.fields["dataset"] == dataset and r.arm != "pretrain"}
+        assert {r.arm for r in runs if r.id in compared} == set(plan.ARMS) - {"pretrain"}
+        assert {budgets[r] for r in compared} == {budget}, {r: b for r, b in budgets.items() if b != budget}
+        for run in (r for r in runs if r.fields["dataset"] == dataset):
+            config = plan.run_config(params, run.id)
+            if run.arm == "pretrain":
+                assert budgets[run.id] == config["epochs"] == budget - posthoc > 0
+            elif run.arm == "posthoc":  # its own epochs are P; the budget counts its start's
+                assert config["epochs"] == posthoc < budgets[run.id]
+                assert config["init_from"] == f"runs/{dataset}/pretrain/s{run.fields['seed']}/checkpoint.pt"
+            else:
+                assert config["epochs"] == budget and config["init_from"] is None
+            if run.arm == "late":
+                assert 0 < config["prior_start_epoch"] < budget  # the prior is on for part of the budget
+
+
+def test_budget_epochs_counts_the_checkpoint_a_run_starts_from(params, monkeypatch):
+    """budget_epochs follows init_from (not a hard-coded arm): a longer chain adds up."""
+    params["datasets"]["digits"]["epochs"] = 7
+    params["posthoc"]["epochs"] = 3
+    by_id = {r.id: r for r in plan.runs(params)}
+    assert plan.budget_epochs(params, by_id["digits/pretrain/s0"]) == 4
+    assert plan.budget_epochs(params, by_id["digits/posthoc/lam0.1-s0"]) == 7
+    monkeypatch.setitem(plan.ARMS, "late", dataclasses.replace(plan.ARMS["late"], init_from="{dataset}/dense/s{seed}"))
+    assert plan.budget_epochs(params, by_id["digits/late/at0.5-lam0.1-s0"]) == 14
+
+
+@pytest.mark.parametrize("epochs", [2, 3])
+def test_posthoc_epochs_of_the_whole_budget_are_refused(params, epochs):
+    params["posthoc"]["epochs"] = epochs  # the tiny budget is 2: no epochs left for the dense start
+    with pytest.raises(UserError, match="tiny") as info:
+        plan.validate(params, source="tiny")
+    assert f"posthoc.epochs: {epochs} must be less than datasets.digits.epochs (2)" in str(info.value)
+    params["posthoc"]["epochs"] = 1
+    plan.validate(params, source="tiny")
 
 
 def _perturb_all_but(params: dict, keep: list[str], dataset: str) -> dict:

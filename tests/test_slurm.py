@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nonlinear_advantage import plan
 from repo_copy import ENV, TINY, copy_repo, sh
 
 REPO = Path(__file__).resolve().parents[1]
@@ -194,14 +195,15 @@ def test_the_tiny_study_runs_as_slurm_jobs_and_matches_the_local_run(slurm, tmp_
     # (`all` only gathers the targets: no command, no job.)
     ran_locally = _finished_rules(local_out)
     del ran_locally["all"]
-    assert ran_locally["train"] == 9 and ran_locally["measure"] == 9, ran_locally
+    n_runs = len(plan.run_ids(plan.load_params(TINY)))  # every arm of the tiny study: 10 runs
+    assert ran_locally["train"] == n_runs and ran_locally["measure"] == n_runs, ran_locally
     jobs = sacct_jobs(run_id, env)
     assert Counter(j["rule"] for j in jobs) == ran_locally, jobs
     assert all(j["state"] == "COMPLETED" for j in jobs), jobs
 
     summary = (work / "results" / "summary.csv").read_bytes()
     assert summary == (local / "results" / "summary.csv").read_bytes()
-    assert summary.count(b"\n") == 1 + 9
+    assert summary.count(b"\n") == 1 + n_runs
     assert (work / "reports" / "report.pdf").stat().st_size > 0
 
 
