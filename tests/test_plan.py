@@ -72,7 +72,7 @@ def test_run_config_per_arm(params):
     assert sparse["lam"] == 0.1 and sparse["init_from"] is None and sparse["model"]["activation"] == "prelu"
     assert sparse["fields"] == {"arm": "sparse", "dataset": "digits", "seed": 0, "lam": 0.1}
     assert set(sparse) == {"name", "fields", "data", "model", "epochs", "batch_size", "optimizer", "schedule", "lam",
-                           "proximal", "eps", "augment", "seed", "device", "precision", "channels_last",
+                           "proximal", "eps", "augment", "seed", "threads", "device", "precision", "channels_last",
                            "compile", "init_from"}  # workflow/schemas/run.schema.json
     posthoc = plan.run_config(params, "digits/posthoc/lam0.01-s0")
     assert posthoc["init_from"] == "runs/digits/dense/s0/checkpoint.pt"

@@ -93,6 +93,19 @@ def test_the_same_run_gives_the_same_checkpoint_bytes(toy_data, tmp_path):
                                                            "config.yaml"}  # no resume state left
 
 
+def test_threads_come_from_the_run_config(toy_data, tmp_path):
+    """The thread count changes the bytes: it is set from the config and recorded with the run."""
+    before = torch.get_num_threads()
+    try:
+        metrics = train(config(toy_data, epochs=1, threads=2), tmp_path, progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert metrics["threads"] == 2
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["threads"] == 2
+    assert validate_config(config(toy_data))["threads"] == 1  # the schema's default
+
+
 def _train_command(cfg_path, out):
     return [sys.executable, "-m", "nonlinear_advantage", "train", "--config", str(cfg_path), "--out", str(out)]
 
@@ -203,6 +216,7 @@ def test_posthoc_from_a_dense_checkpoint_lowers_nonlinear_channels(toy_data, tmp
     ({"model": {"arch": "vgg"}}, "model.arch: 'vgg' is not one of ['resnet', 'plain']"),
     ({"data": "/nonexistent/data.pt"}, "data: file not found: /nonexistent/data.pt"),
     ({"init_from": "/nonexistent/ckpt.pt"}, "init_from: file not found: /nonexistent/ckpt.pt"),
+    ({"threads": 0}, "threads: 0 is less than the minimum of 1"),
 ])
 def test_bad_config_exits_nonzero_naming_the_key_and_the_file(toy_data, tmp_path, change, fragment, capsys):
     cfg = config(toy_data)

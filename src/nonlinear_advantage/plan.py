@@ -195,6 +195,7 @@ def run_config(params: dict, run_id: str) -> dict:
         "eps": float(train["eps"]),
         "augment": dict(train["augment"]),
         "seed": run.fields["seed"],
+        "threads": train.get("threads", 1),  # the schema's default
         **{key: train.get(key, default) for key, default in RUNTIME_DEFAULTS.items()},
         "init_from": init_from(run),
     }

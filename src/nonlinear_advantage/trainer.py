@@ -50,7 +50,7 @@ HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
 METRICS_KEYS = ("name", "dataset", "arm", "lam", "seed", "test_acc", "test_loss", "val_acc", "val_loss",
                 "train_acc", "train_loss", "penalty", "nonlinear_channels", "total_channels",
                 "nonlinear_per_layer", "apl_normalized", "apl_unnormalized", "params", "epochs",
-                "wall_time_s", "images_per_s")
+                "wall_time_s", "images_per_s", "threads")
 
 
 def validate_config(given, source: str = "run config", check_files: bool = True) -> dict:
@@ -519,6 +519,7 @@ def finish(s: Session, depth: dict | None) -> dict:
         "wall_time_s": last["wall_time_s"],
         "images_per_s": (cfg["epochs"] - s.start_epoch) * s.steps_per_epoch * s.batch_size
         / max(s.train_time, 1e-9),
+        "threads": cfg["threads"],
     }
     write_metrics(s.out, metrics)
     resume.unlink(missing_ok=True)  # the run is complete: nothing to resume
@@ -526,11 +527,22 @@ def finish(s: Session, depth: dict | None) -> dict:
     return metrics
 
 
+def set_threads(n: int) -> None:
+    """torch's threads, from the run config: the thread count changes the order of float sums and
+    so the bytes of the result, so every tool and machine must train with the same count."""
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(n)  # no effect on results; settable once, before any parallel work
+    except RuntimeError:
+        pass
+
+
 def train(config: dict, out_dir: str | os.PathLike, *, progress: bool = True, source: str = "run config") -> dict:
     """Run (or resume) one training run; returns the final metrics."""
     cfg = validate_config(config, source)
     out = Path(out_dir)
     fileio.check_writable(out)  # before any work, not after the first epoch
+    set_threads(cfg["threads"])
     s = setup(cfg, out)
     write_config(out, cfg)
     bar = _Progress(s.name, cfg["epochs"], s.start_epoch) if progress else None
