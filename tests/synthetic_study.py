@@ -73,7 +73,7 @@ def _write_run(root: Path, row: dict, layers: list[dict], rng: np.random.Generat
                                      activation=row["activation"], slope_init=0.25)), check_files=False)
     trainer.write_config(run_dir, config)
     metrics = {k: row[k] for k in trainer.METRICS_KEYS if k in row}
-    metrics.update(name=row["run"], train_loss=0.1, val_loss=0.2,
+    metrics.update(name=row["run"], train_loss=0.1, val_loss=0.2, threads=1,
                    nonlinear_per_layer=[lay["nonlinear"] for lay in layers])
     trainer.write_metrics(run_dir, metrics)
     depth = {k: row[k] for k in ("apl_normalized", "apl_unnormalized", "eps", "nonlinear_channels",

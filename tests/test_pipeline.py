@@ -10,6 +10,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -19,7 +21,7 @@ import pytest
 
 from nonlinear_advantage import architectures, plan
 from nonlinear_advantage.aggregate import SUMMARY_COLUMNS
-from repo_copy import ROOT, copy_repo, sh
+from repo_copy import ENV, ROOT, copy_repo, sh
 
 
 def git_dvc_init(repo: Path) -> None:
@@ -42,6 +44,16 @@ def planned_jobs(repo, *args) -> Counter:
 def read_summary(repo) -> list[dict]:
     with open(repo / "results" / "summary.csv", newline="") as f:
         return list(csv.DictReader(f))
+
+
+def assert_same_study(repo, reference) -> None:
+    """summary.csv, and every run's checkpoint, depth and config, byte for byte (history.csv
+    and metrics.json hold timings)."""
+    assert (repo / "results" / "summary.csv").read_bytes() == (reference / "results" / "summary.csv").read_bytes()
+    for run in plan.run_ids(plan.load_params(repo / "params.yaml")):
+        for name in ("checkpoint.pt", "depth.json", "config.yaml"):
+            assert (repo / "runs" / run / name).read_bytes() == (reference / "runs" / run / name).read_bytes(), (
+                run, name)
 
 
 @pytest.fixture(scope="module")
@@ -312,6 +324,9 @@ def test_dvc_repro_runs_the_study_and_then_is_up_to_date(tmp_path, study):
     for r in rows:
         assert 0 <= float(r["apl_normalized"]) <= int(r["depth"]) - 1
     assert [r["run"] for r in rows] == [r["run"] for r in read_summary(study)]
+    # The same params give the same bytes from both tools: each trains with the run config's
+    # torch threads (train.threads), whatever the tool or the machine's cores.
+    assert_same_study(repo, study)
     again = sh(repo, "dvc", "repro")
     assert "Running stage" not in again.stdout and "up to date" in again.stdout
     assert "Data and pipelines are up to date" in sh(repo, "dvc", "status").stdout
@@ -324,3 +339,44 @@ def test_dvc_repro_runs_the_study_and_then_is_up_to_date(tmp_path, study):
     out = sh(repo, "dvc", "exp", "run", "-S", "sweep.lambdas=[0.01,0.2]").stdout
     assert set(re.findall(r"Running stage '([^']+)'", out)) == {
         "train_sparse@digits-0-0.2", "measure_sparse@digits-0-0.2", "aggregate", "figures", "report"}, out
+
+
+
+# ---- a fault: Snakemake killed with kill -9 in the middle of the study ----------------------
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of the group still runs (zombies do not count); Linux's /proc."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(pgrp) == pgid and state != "Z":
+            return True
+    return False
+
+
+@pytest.mark.slow
+def test_a_study_killed_with_kill_9_ends_with_the_same_bytes(tmp_path, study):
+    """README, "When a run is killed": the jobs of a kill -9'ed Snakemake run on, so wait for
+    them; the lock it leaves stops the next run until `snakemake --unlock`; then the same
+    command finishes the study, with the bytes of an uninterrupted run. About 2 minutes on 2 cores."""
+    repo = copy_repo(tmp_path)
+    proc = subprocess.Popen(["snakemake", "--cores", "2"], cwd=repo, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # its own process group
+    deadline = time.time() + 300
+    while not list((repo / "runs").glob("*/*/*/checkpoint.pt")):  # once a training run has a checkpoint
+        assert proc.poll() is None and time.time() < deadline, "the study ended or never got going"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (repo / "results" / "summary.csv").exists()
+    while _group_alive(proc.pid):  # the jobs it started, which kill -9 does not stop
+        assert time.time() < deadline
+        time.sleep(0.2)
+    locked = snakemake(repo, check=False)
+    assert locked.returncode != 0 and "cannot be locked" in locked.stdout + locked.stderr
+    snakemake(repo, "--unlock")
+    snakemake(repo)
+    assert_same_study(repo, study)

@@ -82,7 +82,7 @@ def test_run_config_per_arm(params):
     assert sparse["epochs"] == budget and sparse["prior_start_epoch"] == 0
     assert sparse["fields"] == {"arm": "sparse", "dataset": "digits", "seed": 0, "lam": 0.1}
     assert set(sparse) == {"name", "fields", "data", "model", "epochs", "batch_size", "optimizer", "schedule", "lam",
-                           "prior_start_epoch", "proximal", "eps", "augment", "seed", "device", "precision",
+                           "prior_start_epoch", "proximal", "eps", "augment", "seed", "threads", "device", "precision",
                            "channels_last", "compile", "init_from"}  # workflow/schemas/run.schema.json
     pretrain = plan.run_config(params, "digits/pretrain/s0")
     assert pretrain["lam"] == 0.0 and pretrain["init_from"] is None and pretrain["model"]["activation"] == "prelu"
@@ -244,3 +244,11 @@ def test_code_modules_follow_imports():
 def test_plan_does_not_import_torch():
     code = "import sys, nonlinear_advantage.plan; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("starts", [[0.2], [0.75], [0.25, 0.3]])
+def test_late_starts_must_fall_inside_the_budget_at_distinct_epochs(params, starts):
+    """B = 2: 0.2 starts at epoch 0 (the sparse arm), 0.75 at 2 (never), 0.25 and 0.3 both at epoch 1."""
+    params["late"]["starts"] = starts
+    with pytest.raises(UserError, match=r"late\.starts\[\d\]: .* datasets\.digits\.epochs \(2\)"):
+        plan.validate(params, source="tiny")

@@ -79,6 +79,33 @@ def test_same_config_and_seed_give_bit_identical_weights(toy_data, tmp_path):
     assert c["train_loss"] != a["train_loss"]
 
 
+def test_the_same_run_gives_the_same_checkpoint_bytes(toy_data, tmp_path):
+    """No wall times in checkpoint.pt: a retrain to the same weights changes no byte of it, so DVC
+    reruns nothing after it. The timings stay in history.csv and metrics.json."""
+    cfg = config(toy_data, epochs=2, lam=20.0)
+    a, b = train(cfg, tmp_path / "a", progress=False), train(cfg, tmp_path / "b", progress=False)
+    assert (tmp_path / "a" / "checkpoint.pt").read_bytes() == (tmp_path / "b" / "checkpoint.pt").read_bytes()
+    ckpt = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    assert "wall_time_s" not in ckpt and not any("wall_time_s" in row for row in ckpt["history"])
+    assert a["wall_time_s"] > 0 and b["wall_time_s"] > 0
+    assert "wall_time_s" in (tmp_path / "a" / "history.csv").read_text().splitlines()[0]
+    assert {p.name for p in (tmp_path / "a").iterdir()} == {"checkpoint.pt", "metrics.json", "history.csv",
+                                                           "config.yaml"}  # no resume state left
+
+
+def test_threads_come_from_the_run_config(toy_data, tmp_path):
+    """The thread count changes the bytes: it is set from the config and recorded with the run."""
+    before = torch.get_num_threads()
+    try:
+        metrics = train(config(toy_data, epochs=1, threads=2), tmp_path, progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert metrics["threads"] == 2
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["threads"] == 2
+    assert validate_config(config(toy_data))["threads"] == 1  # the schema's default
+
+
 def _train_command(cfg_path, out):
     return [sys.executable, "-m", "nonlinear_advantage", "train", "--config", str(cfg_path), "--out", str(out)]
 
@@ -115,6 +142,12 @@ def test_resume_after_a_kill_is_bit_identical(tmp_path):
     assert not (killed / ".resume.pt").exists()
     ref, res = (load_checkpoint(d / "checkpoint.pt") for d in (reference, killed))
     assert all(torch.equal(ref["model"][k], res["model"][k]) for k in ref["model"])
+    assert (reference / "checkpoint.pt").read_bytes() == (killed / "checkpoint.pt").read_bytes()
+    # The elapsed time survives the kill (from .resume-times.json), though checkpoint.pt holds none.
+    times = [float(line.split(",")[-1]) for line in (killed / "history.csv").read_text().splitlines()[1:]]
+    assert times == sorted(times) and times[0] > 0
+    assert json.loads((killed / "metrics.json").read_text())["wall_time_s"] == times[-1]
+    assert not (killed / ".resume-times.json").exists()
     assert (reference / "history.csv").read_text().split("wall")[0] == (killed / "history.csv").read_text().split(
         "wall")[0]
     m_ref, m_res = (json.loads((d / "metrics.json").read_text()) for d in (reference, killed))
@@ -138,11 +171,11 @@ def test_corrupt_checkpoint_gives_a_clear_error(toy_data, tmp_path, damage, caps
         ckpt.write_bytes(b"not a checkpoint at all")
     else:
         torch.save({"model": {}, "evil": Path("/")}, ckpt)  # arbitrary objects are refused
-    with pytest.raises(UserError, match="checkpoint.pt is corrupt or not a checkpoint"):
+    with pytest.raises(UserError, match="checkpoint.pt: not a checkpoint"):
         load_checkpoint(ckpt)
     assert cli.main(["measure", "--run", str(tmp_path), "--out", str(tmp_path / "depth.json")]) == 2
     err = capsys.readouterr().err
-    assert "corrupt" in err and "Traceback" not in err
+    assert "not a checkpoint" in err and "Traceback" not in err and "weights_only" not in err
 
 
 def test_divergence_names_run_and_epoch_and_keeps_last_good_checkpoint(toy_data, tmp_path, monkeypatch):
@@ -183,6 +216,7 @@ def test_posthoc_from_a_dense_checkpoint_lowers_nonlinear_channels(toy_data, tmp
     ({"model": {"arch": "vgg"}}, "model.arch: 'vgg' is not one of ['resnet', 'plain']"),
     ({"data": "/nonexistent/data.pt"}, "data: file not found: /nonexistent/data.pt"),
     ({"init_from": "/nonexistent/ckpt.pt"}, "init_from: file not found: /nonexistent/ckpt.pt"),
+    ({"threads": 0}, "threads: 0 is less than the minimum of 1"),
 ])
 def test_bad_config_exits_nonzero_naming_the_key_and_the_file(toy_data, tmp_path, change, fragment, capsys):
     cfg = config(toy_data)

@@ -63,7 +63,8 @@ def summary_row(run_dir: Path) -> dict:
 def _order(row: dict):
     arms = list(plan.ARMS)
     arm = arms.index(row["arm"]) if row["arm"] in arms else len(arms)
-    return (row["dataset"], arm, row["depth"], row["widened"], row["lam"], row["seed"], row["run"])
+    return (row["dataset"], arm, row["depth"], row["widened"], row["prior_start_epoch"], row["lam"], row["seed"],
+            row["run"])
 
 
 def curve_rows(run_dir: Path, row: dict) -> list[dict]:

@@ -20,14 +20,12 @@ import http.client
 import io as _io
 import os
 import pickle
-import re
 import struct
 import sys
 import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-import zipfile
 import zlib
 from pathlib import Path
 
@@ -372,23 +370,7 @@ def load_prepared(path) -> dict:
     def bad(why):
         return UserError(f"{path}: not a prepared dataset: {why}; {hint}")
 
-    # torch.save writes a zip archive. Anything else (an empty or cut-off file, random bytes)
-    # is refused here, before torch.load guesses at an old format and suggests weights_only=False.
-    if path.stat().st_size == 0:
-        raise bad("the file is empty")
-    if not zipfile.is_zipfile(path):
-        raise bad("not a torch.save zip archive (cut off, or another kind of file)")
-    try:
-        d = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # zip, pickle and unsafe-type errors alike
-        text = str(exc).strip()
-        if "weights_only" in text or "Weights only" in text:  # torch's advice would run the file's code
-            glob = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-            why = f"it holds {glob[1] if glob else 'an object'}, which a prepared dataset never holds; not loaded"
-        else:
-            why = f"unreadable ({text.splitlines()[0] if text else type(exc).__name__})"
-        raise bad(why) from None
-
+    d = fileio.torch_load(path, "a prepared dataset", hint)
     if not isinstance(d, dict):
         raise bad(f"holds a {type(d).__name__}, not a dict")
     keys = {f"{s}_{v}" for s in SPLITS for v in "xy"} | {"name", "classes", "mean", "std", "seed"}

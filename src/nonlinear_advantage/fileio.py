@@ -1,7 +1,8 @@
 """File helpers shared by the stages (named so as not to shadow the standard ``io``).
 
 Atomic writes (a temporary file in the same directory, then ``os.replace``), and the
-small file helpers the stages share: CSV text and file digests."""
+small file helpers the stages share: CSV text, file digests, safe loading of torch files and
+a check that a directory takes writes."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from .errors import UserError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -75,3 +80,47 @@ def file_sha256(path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def torch_load(path, what: str, hint: str = ""):
+    """A ``torch.save`` file of tensors and plain types (``weights_only``); a bad file is a UserError.
+
+    ``what`` names the kind of file (``a prepared dataset``); the message reads
+    ``{path}: not {what}: {why}[; {hint}]``. torch.save writes a zip archive:
+    anything else (an empty or cut-off file, random bytes) is refused before torch.load guesses
+    at an old format, and torch's advice to retry with weights_only=False, which would run the
+    file's code, is never passed on.
+    """
+    import torch  # here, not at the top: see torch_save
+
+    path = Path(path)
+
+    def bad(why: str) -> UserError:
+        return UserError(f"{path}: not {what}: {why}" + (f"; {hint}" if hint else ""))
+
+    if path.stat().st_size == 0:
+        raise bad("the file is empty")
+    if not zipfile.is_zipfile(path):
+        raise bad("not a torch.save zip archive (cut off, or another kind of file)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # zip, pickle and unsafe-type errors alike
+        text = str(exc).strip()
+        if "weights_only" in text or "Weights only" in text:
+            glob = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+            why = f"it holds {glob[1] if glob else 'an object'}, which {what} never holds; not loaded"
+        else:
+            why = f"unreadable ({text.splitlines()[0] if text else type(exc).__name__})"
+        raise bad(why) from None
+
+
+def check_writable(directory) -> None:
+    """Create ``directory`` and write, then remove, a small probe file in it: a UserError naming
+    the directory if it cannot be made, takes no writes (read-only, no permission) or is full."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        write_bytes(directory / ".write-probe", b"\0" * 65536)
+        (directory / ".write-probe").unlink()
+    except OSError as exc:
+        raise UserError(f"{directory}: cannot write here: {exc.strerror or exc}") from None

@@ -21,6 +21,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -56,6 +57,12 @@ def validate(params, source: str = "params") -> dict:
         except UserError as exc:
             raise UserError(f"{source} is invalid:\n  {key}: {exc}") from None
     for name, sizes in params["datasets"].items():
+        epochs = [start_epoch(s, sizes["epochs"]) for s in params["late"]["starts"]]
+        for i, epoch in enumerate(epochs):
+            if not 0 < epoch < sizes["epochs"] or epoch in epochs[:i]:
+                raise UserError(f"{source} is invalid:\n  late.starts[{i}]: {params['late']['starts'][i]} of "
+                                f"datasets.{name}.epochs ({sizes['epochs']}) starts the prior at epoch {epoch}: it "
+                                "must fall strictly inside the budget, at an epoch no other start has")
         if params["posthoc"]["epochs"] >= sizes["epochs"]:
             raise UserError(f"{source} is invalid:\n  posthoc.epochs: {params['posthoc']['epochs']} must be less than "
                             f"datasets.{name}.epochs ({sizes['epochs']}): post-hoc runs start from a dense net of "
@@ -105,9 +112,14 @@ def _posthoc(params: dict, fields: dict, config: dict) -> None:
     config["optimizer"]["lr"] = params["posthoc"]["lr"]
 
 
+def start_epoch(start: float, budget: int) -> int:
+    """The epoch at which a late start's prior switches on: start·B, halves rounded up."""
+    return math.floor(start * budget + 0.5)
+
+
 def _late(params: dict, fields: dict, config: dict) -> None:
     _sparse(params, fields, config)
-    config["prior_start_epoch"] = round(fields["start"] * config["epochs"])
+    config["prior_start_epoch"] = start_epoch(fields["start"], config["epochs"])
 
 
 def _baseline(params: dict, fields: dict, config: dict) -> None:
@@ -229,6 +241,7 @@ def run_config(params: dict, run_id: str) -> dict:
         "eps": float(train["eps"]),
         "augment": dict(train["augment"]),
         "seed": run.fields["seed"],
+        "threads": train.get("threads", 1),  # the schema's default
         **{key: train.get(key, default) for key, default in RUNTIME_DEFAULTS.items()},
         "init_from": init_from(run),
     }

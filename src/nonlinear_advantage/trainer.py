@@ -12,10 +12,15 @@ params.yaml --run RUN_ID``) writes into DIR:
 
 A hard link ``.resume.pt`` follows ``checkpoint.pt``: Snakemake deletes a failed job's
 declared outputs, and the link keeps the last good epoch so the same command resumes.
+
+``checkpoint.pt`` holds no wall times, so the same weights give the same bytes (DVC then
+reruns nothing after a retrain): timings live in history.csv and metrics.json, and, for a
+resume, in the hidden ``.resume-times.json`` beside ``.resume.pt``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -45,7 +50,8 @@ HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
 METRICS_KEYS = ("name", "dataset", "arm", "lam", "seed", "test_acc", "test_loss", "val_acc", "val_loss",
                 "train_acc", "train_loss", "penalty", "nonlinear_channels", "total_channels",
                 "nonlinear_per_layer", "apl_normalized", "apl_unnormalized", "params", "epochs",
-                "wall_time_s", "images_per_s", "budget_epochs", "prior_start_epoch", "max_prior_shift", "test_size")
+                "wall_time_s", "images_per_s", "budget_epochs", "prior_start_epoch", "max_prior_shift", "test_size",
+                "threads")
 
 
 def validate_config(given, source: str = "run config", check_files: bool = True) -> dict:
@@ -82,16 +88,15 @@ def config_digest(cfg: dict, resolved: dict | None = None) -> str:
 
 # ---------------------------------------------------------------------------- checkpoints
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a checkpoint safely (tensors and plain types only); a bad file is a UserError."""
+def load_checkpoint(path: str | os.PathLike, hint: str = "") -> dict:
+    """Load a checkpoint safely (tensors and plain types only); a bad file is a UserError naming it."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, garbage, unsafe pickle: all mean "not a checkpoint"
-        raise UserError(f"checkpoint {path} is corrupt or not a checkpoint ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:200]})") from None
+    ckpt = fileio.torch_load(path, "a checkpoint", hint)
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise UserError(f"{path}: not a checkpoint: it holds no model" + (f"; {hint}" if hint else ""))
+    return ckpt
 
 
 def model_from_checkpoint(ckpt: dict) -> nn.Module:
@@ -104,10 +109,62 @@ def model_from_checkpoint(ckpt: dict) -> nn.Module:
 
 def _save_checkpoint(out: Path, state: dict) -> None:
     ckpt, resume = out / "checkpoint.pt", out / ".resume.pt"
-    fileio.torch_save(state, ckpt)
-    with fileio.atomic_path(resume) as tmp:
+    with _writing(ckpt):
+        fileio.torch_save(state, ckpt)
+    with _writing(resume), fileio.atomic_path(resume) as tmp:
         tmp.unlink()
         _link_or_copy(ckpt, tmp)
+
+
+@contextlib.contextmanager
+def _writing(path: Path):
+    """A full disk or a lost mount mid-run is a UserError naming the file (exit 2, no traceback)."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write: {exc.strerror or exc}; the last good epoch stays in "
+                        f"{path.parent / '.resume.pt'} and the same command resumes") from None
+
+
+# Timings of a run in progress: a list of wall_time_s (one per epoch), beside .resume.pt
+# and written before it, so it always covers the epochs .resume.pt holds. Resume restores the
+# elapsed training time from it; checkpoint.pt, whose bytes must not depend on the clock, has none.
+TIMES_FILE = ".resume-times.json"
+
+
+def _save_times(s: Session) -> None:
+    path = s.out / TIMES_FILE
+    with _writing(path):
+        fileio.write_json(path, {"config_digest": s.digest, "wall_time_s": [r["wall_time_s"] for r in s.history]})
+
+
+def _load_times(s: Session, epochs: int) -> list:
+    """The wall times of the first ``epochs`` epochs of this run; None where they are lost."""
+    try:
+        saved = json.loads((s.out / TIMES_FILE).read_text())
+        times = saved["wall_time_s"] if saved["config_digest"] == s.digest else []
+    except (OSError, ValueError, KeyError, TypeError):
+        times = []
+    times = list(times[:epochs])
+    return times + [None] * (epochs - len(times))
+
+
+def _interned(obj):
+    """A copy of a checkpoint's containers with every string interned, so its bytes depend on its
+    values only: pickle writes a string object once and refers back to it after that, and a
+    resumed run's strings (the optimizer's "lr", unpickled from .resume.pt) are other objects
+    than a fresh run's. Tensors are kept as they are; a dict subclass keeps its attributes
+    (a state_dict's _metadata)."""
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        out = type(obj)((_interned(k), _interned(v)) for k, v in obj.items())
+        if type(obj) is not dict:
+            out.__dict__.update(_interned(vars(obj)))
+        return out
+    if type(obj) in (list, tuple):
+        return type(obj)(_interned(v) for v in obj)
+    return obj
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -351,7 +408,7 @@ def _resume(s: Session) -> None:
     resume = s.out / ".resume.pt"
     if not resume.exists():
         return
-    ckpt = load_checkpoint(resume)
+    ckpt = load_checkpoint(resume, hint=f"delete it to start run {s.name} afresh")
     if ckpt.get("config_digest") != s.digest:
         print(f"[{s.name}] ignoring {resume}: it belongs to a different config", file=sys.stderr)
         return
@@ -359,7 +416,12 @@ def _resume(s: Session) -> None:
     s.opt.load_state_dict(ckpt["optimizer"])
     s.gen.set_state(ckpt["generator"])
     torch.set_rng_state(ckpt["torch_rng"])
-    s.start_epoch, s.step, s.history, s.wall_before = ckpt["epoch"], ckpt["step"], ckpt["history"], ckpt["wall_time_s"]
+    s.start_epoch, s.step = ckpt["epoch"], ckpt["step"]
+    # The checkpoint's history has no timings: they come back from the times file (None if lost,
+    # and then the run's wall_time_s counts the training time since this resume only).
+    times = _load_times(s, len(ckpt["history"]))
+    s.history = [{**row, "wall_time_s": t} for row, t in zip(ckpt["history"], times, strict=True)]
+    s.wall_before = times[-1] if times and times[-1] is not None else 0.0
     s.prior_shift = ckpt["prior_shift"]
     print(f"[{s.name}] resuming from {resume} after epoch {s.start_epoch}", file=sys.stderr)
 
@@ -432,12 +494,14 @@ def save_checkpoint(s: Session) -> None:
         "config": s.cfg, "config_digest": s.digest, "epoch": last["epoch"], "step": s.step,
         "model": s.model.state_dict(), "optimizer": s.opt.state_dict(),
         "generator": s.gen.get_state(), "torch_rng": torch.get_rng_state(),
-        "history": s.history, "wall_time_s": last["wall_time_s"], "prior_shift": s.prior_shift,
-        "budget_epochs": s.init_budget + last["epoch"],
+        "history": [{k: v for k, v in row.items() if k != "wall_time_s"} for row in s.history],
+        "prior_shift": s.prior_shift, "budget_epochs": s.init_budget + last["epoch"],
         "input_shape": s.info["input_shape"], "num_classes": s.info["num_classes"], "dataset": s.info["dataset"],
     }
-    _save_checkpoint(s.out, state)
-    _write_history(s.out, s.history)
+    _save_times(s)  # first: the times file covers every epoch that .resume.pt holds
+    _save_checkpoint(s.out, _interned(state))
+    with _writing(s.out / "history.csv"):
+        _write_history(s.out, s.history)
 
 
 def finish(s: Session, depth: dict | None) -> dict:
@@ -469,17 +533,30 @@ def finish(s: Session, depth: dict | None) -> dict:
         / max(s.train_time, 1e-9),
         "budget_epochs": s.init_budget + cfg["epochs"], "prior_start_epoch": cfg["prior_start_epoch"],
         "max_prior_shift": s.prior_shift, "test_size": len(s.splits["test"].y),
+        "threads": cfg["threads"],
     }
     write_metrics(s.out, metrics)
     resume.unlink(missing_ok=True)  # the run is complete: nothing to resume
+    (s.out / TIMES_FILE).unlink(missing_ok=True)
     return metrics
+
+
+def set_threads(n: int) -> None:
+    """torch's threads, from the run config: the thread count changes the order of float sums and
+    so the bytes of the result, so every tool and machine must train with the same count."""
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(n)  # no effect on results; settable once, before any parallel work
+    except RuntimeError:
+        pass
 
 
 def train(config: dict, out_dir: str | os.PathLike, *, progress: bool = True, source: str = "run config") -> dict:
     """Run (or resume) one training run; returns the final metrics."""
     cfg = validate_config(config, source)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    fileio.check_writable(out)  # before any work, not after the first epoch
+    set_threads(cfg["threads"])
     s = setup(cfg, out)
     write_config(out, cfg)
     bar = _Progress(s.name, cfg["epochs"], s.start_epoch) if progress else None

@@ -13,7 +13,9 @@ rule train:
         "logs/train/{run}.log",
     conda:
         "../envs/train.yaml"
-    threads: 1
+    # The run config's threads (params.yaml train.threads): the trainer sets torch to exactly
+    # that many, whatever Snakemake grants, so both tools give the same bytes on any machine.
+    threads: lambda wildcards: plan.run_config(config, wildcards.run)["threads"]
     resources:
         mem_mb=4000,
         gpu=1,
