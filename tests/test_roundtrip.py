@@ -67,7 +67,8 @@ def test_push_clone_pull_leaves_nothing_to_run(tmp_path):
         for path in [*clone.glob(pattern), *clone.glob(f"{pattern}/**/*")]:
             os.utime(path, (now - 60 * age, now - 60 * age))
     assert_nothing_to_do(clone)
-    # And a real change still reruns: one λ's runs, their measures, and what reads every run.
+    # And a real change still reruns: one λ's run (sweep.lambdas: the from-scratch arm's own grid),
+    # its measure, and what reads every run.
     params = (clone / "params.yaml").read_text()
     (clone / "params.yaml").write_text(re.sub(r"lambdas: \[0.01, 0.1\]", "lambdas: [0.01, 0.2]", params))
-    assert planned_jobs(clone) == {"train": 2, "measure": 2, "aggregate": 1, "figures": 1, "report": 1, "all": 1}
+    assert planned_jobs(clone) == {"train": 1, "measure": 1, "aggregate": 1, "figures": 1, "report": 1, "all": 1}
