@@ -193,13 +193,13 @@ def dataset_table(sub: pd.DataFrame) -> pd.DataFrame:
 
 def _table_rows(t: pd.DataFrame) -> list[list[str]]:
     rows = [["arm", "arch", "depth", "width", "λ", "seeds", "test acc % ± sd", "APL", "APL (unnorm.)",
-             "nonlinear / total", "params (× full)"]]
+             "nonlinear / total", "params", "× full"]]
     for r in t.itertuples():
         arm = r.arm + (" (wide)" if r.widened else "") + (f" from {r.prior_start_epoch}" if r.arm == "late" else "")
         sd = "" if np.isnan(r.sd) else f" ± {100 * r.sd:.2f}"
         rows.append([arm, r.arch, f"{r.depth}", f"{r.width}", f"{r.lam:g}", f"{r.seeds}", f"{100 * r.acc:.2f}{sd}",
                      f"{r.apl:.2f}", f"{r.apl_u:.2f}", f"{r.nonlinear:.0f} / {r.total:.0f}",
-                     f"{r.params:,.0f} ({r.ratio:.2f}×)"])
+                     f"{r.params:,.0f}", f"{r.ratio:.2f}"])
     return rows
 
 
@@ -317,7 +317,8 @@ def build_story(df: pd.DataFrame, figures_dir: Path, th: analysis.Thresholds, **
     story.append(Paragraph("Test accuracy in percent (mean and standard deviation over seeds), APLs and "
                            "nonlinear channels from results/summary.csv.", s["Small"]))
     for d in analysis.datasets_by_difficulty(df):
-        story += [Paragraph(escape(d), s["Heading2"]), _table(_table_rows(dataset_table(df[df.dataset == d])))]
+        table = _table(_table_rows(dataset_table(df[df.dataset == d])), font_size=6)  # 12 columns: fits A4
+        story += [Paragraph(escape(d), s["Heading2"]), table]
     return story
 
 
