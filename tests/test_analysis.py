@@ -170,6 +170,8 @@ def test_intervals_combine_seeds_and_the_test_set():
     assert analysis.interval([-0.05, -0.04], 0.001, th).above(0.0) == CONTRADICTED
     assert analysis.interval([0.001, -0.001], 0.001, th).within(0.01) == SUPPORTED
     assert analysis.binomial_se(0.9, 10_000) == pytest.approx(0.003)
+    # One seed and no test-set error (a slope, a core APL): nothing to decide with.
+    assert analysis.interval([0.5], 0.0, th).above(0.0) == INCONCLUSIVE
 
 
 def test_collapse_tolerance_is_never_below_two_standard_errors(study):

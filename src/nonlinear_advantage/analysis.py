@@ -361,12 +361,14 @@ def interval(per_seed, se: float, th: Thresholds) -> Interval:
     binomial standard error of the quantity, which seeds cannot average away (one test set).
     """
     values = np.asarray(per_seed, float)
+    mean = float(values.mean())
+    if len(values) < 2 and se == 0:  # one seed and no test-set error to go on: no interval at all
+        return Interval(mean, -np.inf, np.inf, len(values))
     spread = 0.0
     if len(values) > 1:
         draws = np.random.default_rng(0).choice(values, size=(th.bootstrap, len(values)))
         spread = float(draws.mean(axis=1).std())
     half = NormalDist().inv_cdf(0.5 + th.confidence / 2) * float(np.hypot(spread, se))
-    mean = float(values.mean())
     return Interval(mean, mean - half, mean + half, len(values))
 
 
@@ -570,7 +572,7 @@ def _baseline_parts(d: str, sub: pd.DataFrame, th: Thresholds, f: Finding) -> li
         if np.isnan(b.sparse_acc):
             continue
         rows = sub[sub.arm.isin(BASELINE_ARMS) & (sub.depth == b.depth) & (sub.width == b.width)
-                   & (sub.arch == b.arch)]
+                   & (sub.arch == b.arch) & (sub.widened == b.widened)]
         per_seed = []
         for seed, acc in rows.groupby("seed").test_acc.mean().items():
             curve = arm_curve(sub[sub.seed == seed], "sparse")
