@@ -30,7 +30,7 @@ PARAMS_FILE = plan.params_file(workflow.overwrite_configfiles)
 if not config:
     config.update(plan.read_params(PARAMS_FILE))
 plan.check_same_as_file(config, PARAMS_FILE)
-# The schema's check names the key and the file (sweep.lambdas[2]: ...) and fills in defaults.
+# The schema's check names the key and the file (sweep.shifts[2]: ...) and fills in defaults.
 config.update(plan.validate(config, source=PARAMS_FILE))
 
 RUNS = plan.run_ids(config)

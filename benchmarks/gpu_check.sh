@@ -184,7 +184,7 @@ params["train"]["device"] = sys.argv[3]
 if sys.argv[3] == "cuda":  # the CUDA defaults (bf16, channels_last); compile stays off: 9 runs x ~30 s
     params["train"].update(precision="auto", channels_last="auto")
 if sys.argv[4] == "1":  # smoke: one run per arm (4 runs, 13 jobs), to stay within a minute on 2 cores
-    params["sweep"]["lambdas"] = params["sweep"]["lambdas"][-1:]
+    params["sweep"]["shifts"] = params["sweep"]["shifts"][-1:]
     params["baseline"].update(depths=params["baseline"]["depths"][:1], widths=["own"])
 open(sys.argv[2], "w").write(yaml.safe_dump(params, sort_keys=False))
 EOF

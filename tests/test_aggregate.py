@@ -20,7 +20,7 @@ def make_run(root, name, lam=0.0, width=4, activation="prelu", params=None):
     run = root / name
     run.mkdir(parents=True)
     if params is None:
-        params = {**TINY, "sweep": {"lambdas": [0.01, 0.1, 0.5]}}
+        params = {**TINY, "sweep": {"shifts": [0.2, 1.5, 0.7]}}
     config = plan.run_config(params, name)
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     metrics = {k: 1.0 for k in aggregate.FROM_METRICS} | {"params": 1000, "epochs": 1, "test_acc": 0.5 + lam}
@@ -35,11 +35,10 @@ def make_run(root, name, lam=0.0, width=4, activation="prelu", params=None):
 
 
 def test_rows_in_fixed_order_whatever_the_argument_order(tmp_path):
-    names = ["digits/sparse/lam0.1-s0", "digits/late/at0.5-lam0.1-s0", "digits/dense/s0", "digits/sparse/lam0.01-s0",
+    names = ["digits/sparse/shift1.5-s0", "digits/late/at0.5-shift1.5-s0", "digits/dense/s0", "digits/sparse/shift0.2-s0",
              "digits/shallow/d3-wide-s0", "digits/baseline/d8-wide-s0", "digits/pretrain/s0",
-             "digits/baseline/d8-own-s0", "digits/posthoc/lam0.1-s0", "digits/shallow/d3-own-s0"]
-    dirs = [make_run(tmp_path / "runs", n, lam=float(n.split("lam")[1].split("-")[0]) if "lam" in n else 0.0,
-                     activation="relu" if "baseline" in n else "prelu") for n in names]
+             "digits/baseline/d8-own-s0", "digits/posthoc/shift1.5-s0", "digits/shallow/d3-own-s0"]
+    dirs = [make_run(tmp_path / "runs", n, activation="relu" if "baseline" in n else "prelu") for n in names]
     out, curves = tmp_path / "results" / "summary.csv", tmp_path / "results" / "curves.csv"
     aggregate.aggregate(dirs, out, curves)
     first = out.read_bytes()
@@ -49,11 +48,12 @@ def test_rows_in_fixed_order_whatever_the_argument_order(tmp_path):
     assert list(rows[0]) == list(aggregate.SUMMARY_COLUMNS)
     assert [r["run"] for r in rows] == [  # the arm table's order
         "digits/baseline/d8-own-s0", "digits/baseline/d8-wide-s0", "digits/shallow/d3-own-s0",
-        "digits/shallow/d3-wide-s0", "digits/dense/s0", "digits/sparse/lam0.01-s0", "digits/sparse/lam0.1-s0",
-        "digits/pretrain/s0", "digits/posthoc/lam0.1-s0", "digits/late/at0.5-lam0.1-s0"]
+        "digits/shallow/d3-wide-s0", "digits/dense/s0", "digits/sparse/shift0.2-s0", "digits/sparse/shift1.5-s0",
+        "digits/pretrain/s0", "digits/posthoc/shift1.5-s0", "digits/late/at0.5-shift1.5-s0"]
     assert [r["widened"] for r in rows[:4]] == ["False", "True", "False", "True"]
     assert [r["arch"] for r in rows[:4]] == ["resnet", "resnet", "plain", "plain"]
-    assert rows[6]["apl_normalized"] == "2.5" and rows[6]["lam"] == "0.1"
+    assert rows[6]["apl_normalized"] == "2.5"
+    assert float(rows[6]["lam"]) == plan.run_config(TINY, "digits/sparse/shift1.5-s0")["lam"]  # the config's λ
     # budget and prior columns come from each run's metrics.json
     assert [r["budget_epochs"] for r in rows[6:8]] == ["8", "7"] and rows[9]["prior_start_epoch"] == "9"
     assert {r["test_size"] for r in rows} == {"300"}
@@ -72,12 +72,12 @@ def test_a_missing_file_names_the_run(tmp_path):
 
 def test_cli_with_params_reads_the_planned_runs(tmp_path):
     params = yaml.safe_load(open("tests/fixtures/tiny_params.yaml"))
-    params["sweep"]["lambdas"] = [0.1]
+    params["sweep"]["shifts"] = [1.5]
     params["baseline"] = {"depths": [8], "plain_depths": [3], "widths": ["own"]}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    planned = ["digits/baseline/d8-own-s0", "digits/shallow/d3-own-s0", "digits/dense/s0", "digits/sparse/lam0.1-s0",
-               "digits/pretrain/s0", "digits/posthoc/lam0.1-s0", "digits/late/at0.5-lam0.1-s0"]
-    for name in planned + ["digits/sparse/lam0.5-s0", "digits/baseline/d8-wide-s0"]:  # the last two: stale runs
+    planned = ["digits/baseline/d8-own-s0", "digits/shallow/d3-own-s0", "digits/dense/s0", "digits/sparse/shift1.5-s0",
+               "digits/pretrain/s0", "digits/posthoc/shift1.5-s0", "digits/late/at0.5-shift1.5-s0"]
+    for name in planned + ["digits/sparse/shift0.7-s0", "digits/baseline/d8-wide-s0"]:  # the last two: stale runs
         make_run(tmp_path / "runs", name)
     cmd = [sys.executable, "-m", "nonlinear_advantage", "aggregate", "--params", "params.yaml",
            "--out", "results/summary.csv", "--curves", "results/curves.csv", "runs"]

@@ -95,6 +95,14 @@ def test_download_good_fetch_then_prepare(tmp_path, monkeypatch, server, capsys)
     assert (d["train_x"].shape, d["val_x"].shape, d["test_x"].shape) == ((16, 1, 28, 28), (4, 1, 28, 28),
                                                                          (6, 1, 28, 28))
     assert "source" not in d  # the prepared bytes depend on the raw files only
+    pooled = tmp_path / "fm14.pt"
+    assert run(capsys, "prepare", "fashion_mnist", "--raw", raw, "--out", pooled, "--val-size", 4,
+               "--test-size", 6, "--pool", 2)[0] == 0
+    p = data.load_prepared(pooled)
+    assert [p[f"{s}_x"].shape[1:] for s in data.SPLITS] == [(1, 14, 14)] * 3 and p["train_x"].dtype == torch.uint8
+    blocks = d["train_x"].float().reshape(16, 1, 14, 2, 14, 2).mean((3, 5))  # each pixel: its 2x2 block's mean
+    assert (p["train_x"].float() - blocks).abs().max() <= 0.5 and torch.equal(p["train_y"], d["train_y"])
+    assert run(capsys, "prepare", "fashion_mnist", "--raw", raw, "--out", tmp_path / "x.pt", "--pool", 29)[0] == 2
 
 
 def test_corrupt_payload_rejected_and_good_output_kept(tmp_path, monkeypatch, server, capsys):

@@ -60,12 +60,12 @@ def write_toy_data(path, seed=0) -> None:
 
 def test_toy_dataset_and_architecture_through_the_pipeline(registered, tmp_path, monkeypatch):
     params = yaml.safe_load(TINY.read_text())
-    params["datasets"] = {"toy": {"train_size": 60, "val_size": 21, "test_size": 21, "epochs": 2}}
+    params["datasets"] = {"toy": {"train_size": 60, "val_size": 21, "test_size": 21, "pool": 1, "epochs": 2}}
     params["model"] = {"arch": "toy", "depth": 3, "width": 4, "slope_init": 0.25}
     params["baseline"] = {"depths": [2], "plain_depths": [2], "widths": ["own", "wide"]}
-    params["sweep"]["lambdas"] = [5.0]
-    params["posthoc"].update(epochs=1, lambdas=[5.0])
-    params["late"] = {"starts": [0.5], "lambdas": [5.0]}
+    params["sweep"]["shifts"] = [1.5]
+    params["posthoc"].update(epochs=1, shifts=[1.5])
+    params["late"] = {"starts": [0.5], "shifts": [1.5]}
     params = plan.validate(params, source="toy params")  # the schema's enums come from the registries
 
     monkeypatch.chdir(tmp_path)
@@ -98,6 +98,9 @@ def test_toy_dataset_and_architecture_through_the_pipeline(registered, tmp_path,
         assert int(row["budget_epochs"]) == (1 if run.arm == "pretrain" else 2), run.id
         assert int(row["test_size"]) == 21
     late = next(r for r in rows if r["arm"] == "late")
-    sparse = next(r for r in rows if r["arm"] == "sparse")  # same λ, the prior on from epoch 0
-    assert int(late["prior_start_epoch"]) == 1 and 0 < float(late["max_prior_shift"]) < float(sparse["max_prior_shift"])
+    sparse = next(r for r in rows if r["arm"] == "sparse")  # same shift, the prior on from epoch 0
+    assert int(late["prior_start_epoch"]) == 1 and float(late["lam"]) > float(sparse["lam"])
+    # the trainer's summed thresholds are the shift the plan computed λ for (λ has 4 digits)
+    for row in (late, sparse, next(r for r in rows if r["arm"] == "posthoc")):
+        assert float(row["max_prior_shift"]) == pytest.approx(1.5, rel=5e-4), row["run"]
     assert float(dense["max_prior_shift"]) == 0.0

@@ -127,14 +127,14 @@ def test_snakemake_and_dvc_have_the_same_dag(tmp_path, params):
 
 def test_bad_params_stop_snakemake_before_anything_runs(tmp_path):
     repo = copy_repo(tmp_path)
-    text = (repo / "params.yaml").read_text().replace("lambdas: [0.01, 0.1]", "lambdas: [0.01, -0.1]")
+    text = (repo / "params.yaml").read_text().replace("shifts: [0.2, 1.5]", "shifts: [0.2, -1.5]")
     (repo / "params.yaml").write_text(text)
     proc = snakemake(repo, "-n", check=False)
     assert proc.returncode != 0
-    assert "sweep.lambdas[1]" in proc.stdout + proc.stderr and "minimum of 0" in proc.stdout + proc.stderr
+    assert "sweep.shifts[1]" in proc.stdout + proc.stderr and "minimum of 0" in proc.stdout + proc.stderr
     proc = sh(repo, sys.executable, "-m", "nonlinear_advantage", "train", "--params", "params.yaml",
               "--run", "digits/dense/s0", "--out", "runs/x", check=False)  # what each DVC stage runs
-    assert proc.returncode == 2 and "sweep.lambdas[1]" in proc.stderr
+    assert proc.returncode == 2 and "sweep.shifts[1]" in proc.stderr
     assert not (repo / "runs").exists() and not (repo / "data").exists()
 
 
@@ -151,8 +151,8 @@ def test_configfile_selects_the_paper_study(tmp_path):
     assert jobs["train"] == len(plan.run_ids(paper))
     assert jobs["download"] == 3  # cifar10, cifar100, fashion_mnist: no merge with params.yaml's digits
     out = snakemake(repo, "-n", "--printshellcmds", "--configfile", "config/paper.yaml").stdout
-    for run in ("cifar100/sparse/lam0.03-s2", "cifar100/pretrain/s2", "cifar100/posthoc/lam0.5-s2",
-                "cifar100/late/at0.75-lam50.0-s2", "cifar100/shallow/d2-wide-s2"):
+    for run in ("cifar100/sparse/shift0.3-s2", "cifar100/pretrain/s2", "cifar100/posthoc/shift0.5-s2",
+                "cifar100/late/at0.75-shift2.0-s2", "cifar100/shallow/d2-wide-s2"):
         assert f"train --params $NLA_PARAMS --run {run} " in out, run
 
 
@@ -225,9 +225,9 @@ def test_the_params_file_name_is_not_a_job_parameter(study):
 
 @pytest.mark.parametrize("old, new, run", [
     # each arm has its own λ grid: a change reaches that arm's run alone
-    ("sweep:\n  lambdas: [0.01, 0.1]", "sweep:\n  lambdas: [0.01, 0.2]", "digits/sparse/lam0.2-s0"),
-    ("lr: 0.02, lambdas: [0.1]", "lr: 0.02, lambdas: [0.2]", "digits/posthoc/lam0.2-s0"),
-    ("starts: [0.5], lambdas: [0.1]", "starts: [0.5], lambdas: [0.2]", "digits/late/at0.5-lam0.2-s0"),
+    ("sweep:\n  shifts: [0.2, 1.5]", "sweep:\n  shifts: [0.2, 0.5]", "digits/sparse/shift0.5-s0"),
+    ("lr: 0.02, shifts: [1.5]", "lr: 0.02, shifts: [0.5]", "digits/posthoc/shift0.5-s0"),
+    ("starts: [0.5], shifts: [1.5]", "starts: [0.5], shifts: [0.5]", "digits/late/at0.5-shift0.5-s0"),
 ])
 def test_one_changed_lambda_reruns_exactly_its_jobs(study, old, new, run):
     original = (study / "params.yaml").read_text()
@@ -254,7 +254,7 @@ def test_a_changed_run_config_reruns_only_those_runs(study):
         assert planned_jobs(study) == {"train": 1, "measure": 1, "aggregate": 1, "figures": 1,
                                        "report": 1, "all": 1}
         out = snakemake(study, "-n", "--printshellcmds").stdout
-        assert Counter(re.findall(r"--run (?:runs/)?(\S+)", out)) == {"digits/posthoc/lam0.1-s0": 2}
+        assert Counter(re.findall(r"--run (?:runs/)?(\S+)", out)) == {"digits/posthoc/shift1.5-s0": 2}
         (study / "params.yaml").write_text(original.replace("posthoc: {epochs: 1", "posthoc: {epochs: 2"))
         proc = snakemake(study, "-n", check=False)
         assert proc.returncode != 0 and "posthoc.epochs: 2 must be less than datasets.digits.epochs (2)" in (
@@ -335,8 +335,8 @@ def test_dvc_repro_runs_the_study_and_then_is_up_to_date(tmp_path, study):
     # `dvc exp run -S` on one λ: exactly its stages rerun, then the ones that read all runs.
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "tiny study")
-    # Post-hoc has its own grid (posthoc.lambdas), so only the sparse run is new.
-    out = sh(repo, "dvc", "exp", "run", "-S", "sweep.lambdas=[0.01,0.2]").stdout
+    # Post-hoc has its own grid (posthoc.shifts), so only the sparse run is new.
+    out = sh(repo, "dvc", "exp", "run", "-S", "sweep.shifts=[0.2,0.5]").stdout
     assert set(re.findall(r"Running stage '([^']+)'", out)) == {
         "train_sparse@digits-0-0.2", "measure_sparse@digits-0-0.2", "aggregate", "figures", "report"}, out
 

@@ -29,7 +29,7 @@ def test_shipped_params_are_valid(path):
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda p: p["sweep"]["lambdas"].append(-0.1), "sweep.lambdas[2]: -0.1 is less than the minimum of 0"),
+        (lambda p: p["sweep"]["shifts"].append(-0.1), "sweep.shifts[2]: -0.1 is less than or equal to the minimum of 0"),
         (lambda p: p["train"].update(batch_size="64"), "train.batch_size: '64' is not of type 'integer'"),
         (lambda p: p["datasets"].update(imagenet=p["datasets"]["digits"]), "datasets: 'imagenet' is not one of"),
         (lambda p: p["model"].update(depth=10), "model.depth: 10 is not a resnet depth (6n+2"),
@@ -38,7 +38,7 @@ def test_shipped_params_are_valid(path):
         (lambda p: p["baseline"].pop("plain_depths"), "baseline: 'plain_depths' is a required property"),
         (lambda p: p.pop("late"), "(top level): 'late' is a required property"),
         (lambda p: p["late"]["starts"].append(1.0), "late.starts[1]: 1.0 is greater than or equal to the maximum of 1"),
-        (lambda p: p["posthoc"]["lambdas"].append(-1), "posthoc.lambdas[1]: -1 is less than the minimum of 0"),
+        (lambda p: p["posthoc"]["shifts"].append(-1), "posthoc.shifts[1]: -1 is less than or equal to the minimum of 0"),
         (lambda p: p.update(epochs=3), "(top level): Additional properties are not allowed ('epochs' was unexpected)"),
         (lambda p: p.update(analysis={"tolerance": -0.01}), "analysis.tolerance: -0.01 is less than the minimum of 0"),
     ],
@@ -51,13 +51,13 @@ def test_schema_errors_name_the_key(params, edit, message):
 
 
 def test_validate_params_cli_stops_with_the_key(tmp_path, params):
-    params["sweep"]["lambdas"][1] = -1
+    params["sweep"]["shifts"][1] = -1
     bad = tmp_path / "params.yaml"
     bad.write_text(yaml.safe_dump(params))
     proc = subprocess.run([sys.executable, "-m", "nonlinear_advantage", "validate-params", str(bad)],
                           capture_output=True, text=True)
     assert proc.returncode == 2
-    assert "sweep.lambdas[1]: -1 is less than the minimum of 0" in proc.stderr
+    assert "sweep.shifts[1]: -1 is less than or equal to the minimum of 0" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -66,21 +66,24 @@ def test_run_ids(params):
         "digits/baseline/d8-own-s0", "digits/baseline/d8-wide-s0",
         "digits/shallow/d3-own-s0", "digits/shallow/d3-wide-s0",
         "digits/dense/s0",
-        "digits/sparse/lam0.01-s0", "digits/sparse/lam0.1-s0",
+        "digits/sparse/shift0.2-s0", "digits/sparse/shift1.5-s0",
         "digits/pretrain/s0",
-        "digits/posthoc/lam0.1-s0",
-        "digits/late/at0.5-lam0.1-s0",
+        "digits/posthoc/shift1.5-s0",
+        "digits/late/at0.5-shift1.5-s0",
     ]  # fmt: skip
 
 
 def test_run_config_per_arm(params):
     budget = params["datasets"]["digits"]["epochs"]
-    sparse = plan.run_config(params, "digits/sparse/lam0.1-s0")
-    assert sparse["name"] == "digits/sparse/lam0.1-s0"
+    sparse = plan.run_config(params, "digits/sparse/shift1.5-s0")
+    assert sparse["name"] == "digits/sparse/shift1.5-s0"
     assert sparse["data"] == "data/prepared/digits.pt"
-    assert sparse["lam"] == 0.1 and sparse["init_from"] is None and sparse["model"]["activation"] == "prelu"
+    # λ from the shift: 4 steps per epoch (400/100), one-cycle from 0.1 without warm-up over 8 steps:
+    # Σ lr = 0.1·(8 − 28/8) = 0.45; C = 4 + 2·2·(4 + 8 + 16) = 116 slopes of a ResNet-14 width 4
+    assert sparse["lam"] == pytest.approx(1.5 * 116 * 0.1 / 0.45, rel=5e-4)
+    assert sparse["init_from"] is None and sparse["model"]["activation"] == "prelu"
     assert sparse["epochs"] == budget and sparse["prior_start_epoch"] == 0
-    assert sparse["fields"] == {"arm": "sparse", "dataset": "digits", "seed": 0, "lam": 0.1}
+    assert sparse["fields"] == {"arm": "sparse", "dataset": "digits", "seed": 0, "shift": 1.5}
     assert set(sparse) == {"name", "fields", "data", "model", "epochs", "batch_size", "optimizer", "schedule", "lam",
                            "prior_start_epoch", "proximal", "eps", "augment", "seed", "threads", "device", "precision",
                            "channels_last", "compile", "init_from"}  # workflow/schemas/run.schema.json
@@ -88,13 +91,15 @@ def test_run_config_per_arm(params):
     assert pretrain["lam"] == 0.0 and pretrain["init_from"] is None and pretrain["model"]["activation"] == "prelu"
     assert pretrain["epochs"] == budget - params["posthoc"]["epochs"]
     assert pretrain["optimizer"] == params["train"]["optimizer"]
-    posthoc = plan.run_config(params, "digits/posthoc/lam0.1-s0")
+    posthoc = plan.run_config(params, "digits/posthoc/shift1.5-s0")
     assert posthoc["init_from"] == "runs/digits/pretrain/s0/checkpoint.pt"
-    assert posthoc["epochs"] == params["posthoc"]["epochs"] and posthoc["lam"] == 0.1
+    assert posthoc["epochs"] == params["posthoc"]["epochs"]
+    assert posthoc["lam"] == pytest.approx(1.5 * 116 * 0.1 / (0.02 * (4 - 6 / 4)), rel=5e-4)  # 4 steps from 0.02
     assert posthoc["optimizer"]["lr"] == params["posthoc"]["lr"]
-    late = plan.run_config(params, "digits/late/at0.5-lam0.1-s0")
-    assert late["fields"] == {"arm": "late", "dataset": "digits", "seed": 0, "start": 0.5, "lam": 0.1}
-    assert late["lam"] == 0.1 and late["epochs"] == budget and late["init_from"] is None
+    late = plan.run_config(params, "digits/late/at0.5-shift1.5-s0")
+    assert late["fields"] == {"arm": "late", "dataset": "digits", "seed": 0, "start": 0.5, "shift": 1.5}
+    assert late["lam"] == pytest.approx(1.5 * 116 * 0.1 / (0.1 * (4 - 22 / 8)), rel=5e-4)  # steps 4..7 only
+    assert late["epochs"] == budget and late["init_from"] is None
     assert late["prior_start_epoch"] == 1  # round(0.5 · 2)
     dense = plan.run_config(params, "digits/dense/s0")
     assert dense["lam"] == 0.0 and dense["prior_start_epoch"] == 0 and dense["epochs"] == budget
@@ -105,21 +110,21 @@ def test_run_config_per_arm(params):
     assert shallow["lam"] == 0.0 and shallow["epochs"] == budget and shallow["init_from"] is None
     wide = plan.run_config(params, "digits/shallow/d3-wide-s0")["model"]
     assert wide["arch"] == "plain" and wide["activation"] == "relu" and wide["width"] > 4
-    with pytest.raises(UserError, match="digits/sparse/lam0.5-s0"):
-        plan.run_config(params, "digits/sparse/lam0.5-s0")
-    with pytest.raises(UserError, match="digits/posthoc/lam0.01-s0"):  # post-hoc has its own grid
-        plan.run_config(params, "digits/posthoc/lam0.01-s0")
+    with pytest.raises(UserError, match="digits/sparse/shift0.7-s0"):
+        plan.run_config(params, "digits/sparse/shift0.7-s0")
+    with pytest.raises(UserError, match="digits/posthoc/shift0.2-s0"):  # post-hoc has its own grid
+        plan.run_config(params, "digits/posthoc/shift0.2-s0")
 
 
 @pytest.mark.parametrize("key, index, changed", [
-    ("sweep.lambdas", 1, {"digits/sparse/lam0.2-s0"}),
-    ("posthoc.lambdas", 0, {"digits/posthoc/lam0.2-s0"}),
-    ("late.lambdas", 0, {"digits/late/at0.5-lam0.2-s0"}),
+    ("sweep.shifts", 1, {"digits/sparse/shift0.5-s0"}),
+    ("posthoc.shifts", 0, {"digits/posthoc/shift0.5-s0"}),
+    ("late.shifts", 0, {"digits/late/at0.5-shift0.5-s0"}),
 ])
-def test_changing_one_lambda_changes_only_its_runs(params, key, index, changed):
+def test_changing_one_shift_changes_only_its_runs(params, key, index, changed):
     before = {r: plan.run_config(params, r) for r in plan.run_ids(params)}
     edited = copy.deepcopy(params)
-    plan.lookup(edited, key)[index] = 0.2
+    plan.lookup(edited, key)[index] = 0.5
     after = {r: plan.run_config(edited, r) for r in plan.run_ids(edited)}
     assert {r for r in after if before.get(r) != after[r]} == changed
 
@@ -131,8 +136,8 @@ def test_changing_posthoc_epochs_moves_the_dense_start_too(params):
     edited = copy.deepcopy(params)
     edited["posthoc"]["epochs"] = 2
     after = {r: plan.run_config(edited, r) for r in plan.run_ids(edited)}
-    assert {r for r in after if before[r] != after[r]} == {"digits/pretrain/s0", "digits/posthoc/lam0.1-s0"}
-    assert after["digits/pretrain/s0"]["epochs"] == 3 and after["digits/posthoc/lam0.1-s0"]["epochs"] == 2
+    assert {r for r in after if before[r] != after[r]} == {"digits/pretrain/s0", "digits/posthoc/shift1.5-s0"}
+    assert after["digits/pretrain/s0"]["epochs"] == 3 and after["digits/posthoc/shift1.5-s0"]["epochs"] == 2
 
 
 def test_widened_baselines_take_the_nearest_parameter_count(params):
@@ -181,9 +186,9 @@ def test_budget_epochs_counts_the_checkpoint_a_run_starts_from(params, monkeypat
     params["posthoc"]["epochs"] = 3
     by_id = {r.id: r for r in plan.runs(params)}
     assert plan.budget_epochs(params, by_id["digits/pretrain/s0"]) == 4
-    assert plan.budget_epochs(params, by_id["digits/posthoc/lam0.1-s0"]) == 7
+    assert plan.budget_epochs(params, by_id["digits/posthoc/shift1.5-s0"]) == 7
     monkeypatch.setitem(plan.ARMS, "late", dataclasses.replace(plan.ARMS["late"], init_from="{dataset}/dense/s{seed}"))
-    assert plan.budget_epochs(params, by_id["digits/late/at0.5-lam0.1-s0"]) == 14
+    assert plan.budget_epochs(params, by_id["digits/late/at0.5-shift1.5-s0"]) == 14
 
 
 @pytest.mark.parametrize("epochs", [2, 3])

@@ -46,7 +46,7 @@ def test_push_clone_pull_leaves_nothing_to_run(tmp_path):
     sh(clone, "dvc", "pull", "--quiet")
     assert UP_TO_DATE in sh(clone, "dvc", "status").stdout
     # Every run's files came back, metrics.json included (a cached output, not only in git).
-    for run in ("digits/dense/s0", "digits/posthoc/lam0.1-s0", "digits/baseline/d8-wide-s0"):
+    for run in ("digits/dense/s0", "digits/posthoc/shift1.5-s0", "digits/baseline/d8-wide-s0"):
         for name in ("checkpoint.pt", "metrics.json", "history.csv", "config.yaml", "depth.json"):
             assert (clone / "runs" / run / name).is_file(), (run, name)
     assert "digits/dense/s0/metrics.json" in sh(clone, "dvc", "metrics", "show").stdout
@@ -67,8 +67,8 @@ def test_push_clone_pull_leaves_nothing_to_run(tmp_path):
         for path in [*clone.glob(pattern), *clone.glob(f"{pattern}/**/*")]:
             os.utime(path, (now - 60 * age, now - 60 * age))
     assert_nothing_to_do(clone)
-    # And a real change still reruns: one λ's run (sweep.lambdas: the from-scratch arm's own grid),
+    # And a real change still reruns: one shift's run (sweep.shifts: the from-scratch arm's own grid),
     # its measure, and what reads every run.
     params = (clone / "params.yaml").read_text()
-    (clone / "params.yaml").write_text(re.sub(r"lambdas: \[0.01, 0.1\]", "lambdas: [0.01, 0.2]", params))
+    (clone / "params.yaml").write_text(re.sub(r"shifts: \[0.2, 1.5\]", "shifts: [0.2, 0.5]", params))
     assert planned_jobs(clone) == {"train": 1, "measure": 1, "aggregate": 1, "figures": 1, "report": 1, "all": 1}

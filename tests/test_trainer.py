@@ -16,7 +16,11 @@ import yaml
 
 from nonlinear_advantage import cli
 from nonlinear_advantage.errors import UserError
-from nonlinear_advantage.trainer import augment, draw_augmentation, load_checkpoint, lr_at, train, validate_config
+from nonlinear_advantage.models import build_model
+from nonlinear_advantage.optim import SGD
+from nonlinear_advantage.prelu import parameter_groups
+from nonlinear_advantage.schedule import lr_at
+from nonlinear_advantage.trainer import augment, draw_augmentation, load_checkpoint, train, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -308,3 +312,32 @@ def test_bf16_keeps_a_slope_near_one_nonlinear():
     act.slope.data.fill_(0.998)  # rounds to 1.0 in bf16
     x = -torch.ones(1, 1, dtype=torch.bfloat16) * 256
     assert act(x).item() != x.item()
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_sgd_is_torch_sgd_bit_for_bit_and_resumes(nesterov):
+    """optim.SGD skips torch.optim's start-up cost; its steps must be torch.optim.SGD's exactly."""
+    def model():
+        torch.manual_seed(0)
+        return build_model("resnet", depth=8, width=4, in_channels=1, num_classes=10)
+
+    ours_model, ref_model = model(), model()
+    groups = lambda m: parameter_groups(m, 5e-4)  # noqa: E731  decayed weights, undecayed slopes and norms
+    ours = SGD(groups(ours_model), lr=0.1, momentum=0.9, nesterov=nesterov)
+    ref = torch.optim.SGD(groups(ref_model), lr=0.1, momentum=0.9, nesterov=nesterov)
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    for step in range(4):
+        for m, opt in ((ours_model, ours), (ref_model, ref)):
+            for g in opt.param_groups:
+                g["lr"] = 0.1 / (step + 1)
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(m(x), y).backward()
+            opt.step()
+        if step == 1:  # a resume: a fresh optimiser from the saved state goes on identically
+            state = ours.state_dict()
+            ours = SGD(groups(ours_model), lr=0.1, momentum=0.9, nesterov=nesterov)
+            ours.load_state_dict(state)
+    for (name, a), b in zip(ours_model.state_dict().items(), ref_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="do not fit"):
+        SGD(groups(model())[:1], lr=0.1, momentum=0.9, nesterov=nesterov).load_state_dict(state)

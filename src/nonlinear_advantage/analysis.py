@@ -53,7 +53,7 @@ class Thresholds:
     confidence: float  # coverage of every interval
     bootstrap: int  # resamples over seeds
     collapse_ratio: float  # rapid collapse: slope below the onset >= this x the slope above
-    span_high: float  # a λ grid reaches an APL >= this fraction of dense ...
+    span_high: float  # a grid of shifts reaches an APL >= this fraction of dense ...
     span_low: float  # ... and <= this fraction ...
     span_points: int  # ... with this many points in between
     late_margin: float  # early vs late: latest start ahead of from-scratch by more than this
@@ -422,7 +422,7 @@ def collapse_steepness(df: pd.DataFrame, onset_apl: float, th: Thresholds) -> tu
 
 
 def grid_span(df: pd.DataFrame, th: Thresholds) -> pd.DataFrame:
-    """Does each arm's λ grid span the APL range? One row per dataset and arm (late: per start).
+    """Does each arm's grid (of prior shifts) span the APL range? One row per dataset and arm (late: per start).
 
     Columns: dataset, arm, high (largest APL / dense APL), low (smallest), transition (points
     strictly between span_low and span_high of dense), ok, note.

@@ -307,7 +307,19 @@ def _mean_std(x: torch.Tensor) -> tuple[list[float], list[float]]:
     return mean, std
 
 
-def prepare(name: str, raw, out, *, train_size=None, val_size=None, test_size=None, seed: int = 0) -> dict:
+def pool_images(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Average ``factor``×``factor`` blocks of uint8 images, rounded back to uint8 (a ragged edge is dropped)."""
+    if factor == 1:
+        return x
+    if factor > min(x.shape[2:]):
+        raise UserError(f"--pool {factor}: the images are only {tuple(x.shape[2:])} pixels")
+    pooled = torch.nn.functional.avg_pool2d(x.to(torch.float32), factor)
+    return pooled.round_().to(torch.uint8).contiguous()
+
+
+def prepare(name: str, raw, out, *, train_size=None, val_size=None, test_size=None, seed: int = 0,
+            pool: int = 1) -> dict:
+    """Split ``raw`` into train/val/test (stratified, by ``seed``), average-pool by ``pool``, and save."""
     ds, raw = DATASETS[name], Path(raw)
     payloads = {}
     for f, check in ds.files.items():
@@ -344,13 +356,14 @@ def prepare(name: str, raw, out, *, train_size=None, val_size=None, test_size=No
 
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = (
         take(x, y, train_sel), take(x, y, val_sel), take(tx, ty, test_sel))
+    train_x, val_x, test_x = (pool_images(v, pool) for v in (train_x, val_x, test_x))
     mean, std = _mean_std(train_x)
     # Nothing about the raw dir's path or the source that served it (raw/SOURCE): identical
     # raw files give identical bytes, on any machine and from any source.
     prepared = dict(name=name, train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, test_x=test_x,
                     test_y=test_y, classes=list(classes), mean=mean, std=std, seed=seed)
     fileio.torch_save(prepared, out)  # byte-deterministic: preparing twice gives the same file
-    print(f"{name}: train {len(train_y)}, val {len(val_y)}, test {len(test_y)} images of {ds.shape}"
+    print(f"{name}: train {len(train_y)}, val {len(val_y)}, test {len(test_y)} images of {tuple(train_x.shape[1:])}"
           f" -> {out}")
     return prepared
 
@@ -421,9 +434,11 @@ def add_cli(subparsers) -> None:
     p.add_argument("--val-size", type=_positive, help="carved from the training set (default per dataset)")
     p.add_argument("--test-size", type=_positive, help="subsample the test set (default per dataset)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pool", type=_positive, default=1,
+                   help="average-pool the images by this factor (2: 28x28 -> 14x14; default 1: as they are)")
     p.set_defaults(func=_prepare_cmd)
 
 
 def _prepare_cmd(a) -> None:
     prepare(a.dataset, a.raw, a.out, train_size=a.train_size, val_size=a.val_size, test_size=a.test_size,
-            seed=a.seed)
+            seed=a.seed, pool=a.pool)

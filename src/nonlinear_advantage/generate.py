@@ -60,7 +60,7 @@ def _data_stages() -> dict:
     prepare = (
         "python -m nonlinear_advantage prepare ${key} --raw data/raw/${key} --out data/prepared/${key}.pt"
         " --train-size ${item.train_size} --val-size ${item.val_size} --test-size ${item.test_size}"
-        " --seed ${data_seed}"
+        " --pool ${item.pool} --seed ${data_seed}"
     )
     code = plan.code_files("data")
     return {

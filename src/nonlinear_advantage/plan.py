@@ -5,12 +5,13 @@ run-id pattern, its sweep axes, the params keys its config reads, how it is conf
 which run it starts from. Snakemake (one training rule), the generated dvc.yaml, the trainer
 and aggregate all derive from it. A run id is the run's directory under ``runs/``:
 
-    digits/dense/s0            digits/sparse/lam0.01-s0     digits/posthoc/lam0.01-s0
+    digits/dense/s0            digits/sparse/shift0.9-s0    digits/posthoc/shift0.9-s0
     digits/baseline/d8-own-s0  digits/baseline/d8-wide-s0
 
-A run's fields (dataset, arm, λ, seed, ...) travel as data in its config (``fields``), so
-nothing parses an id back. λ is written as ``str(value)`` of the YAML number, which is how
-DVC interpolates it too. No torch here: the Snakefile imports this module, and
+A run's fields (dataset, arm, shift, seed, ...) travel as data in its config (``fields``), so
+nothing parses an id back. A grid value is written as ``str(value)`` of the YAML number, which
+is how DVC interpolates it too. Grids are prior shifts (how far the prior can move a slope over
+the run, see schedule.py); each run's λ is computed from its shift. No torch here: the Snakefile imports this module, and
 ``snakemake -n`` must stay fast.
 """
 
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from . import architectures, schemas
+from . import architectures, schedule, schemas
 from .datasets import DATASETS
 from .errors import UserError
 
@@ -86,7 +87,7 @@ def load_params(path) -> dict:
 
 
 def lookup(params: dict, key: str):
-    """The value at a dotted params key (``sweep.lambdas``); a mapping gives its keys."""
+    """The value at a dotted params key (``sweep.shifts``); a mapping gives its keys."""
     value = params
     for part in key.split("."):
         value = value[part]
@@ -96,8 +97,11 @@ def lookup(params: dict, key: str):
 # ---- the arm table ---------------------------------------------------------------------------
 
 
-def _sparse(params: dict, fields: dict, config: dict) -> None:
-    config["lam"] = float(fields["lam"])
+def _prior(params: dict, fields: dict, config: dict) -> None:
+    """λ from the grid's prior shift, for this run's steps, learning rates and channels."""
+    dataset = fields["dataset"]
+    config["lam"] = schedule.lam_for_shift(fields["shift"], config, params["datasets"][dataset]["train_size"],
+                                           prior_channels(config["model"], dataset))
 
 
 def _pretrain(params: dict, fields: dict, config: dict) -> None:
@@ -107,9 +111,9 @@ def _pretrain(params: dict, fields: dict, config: dict) -> None:
 
 
 def _posthoc(params: dict, fields: dict, config: dict) -> None:
-    _sparse(params, fields, config)
     config["epochs"] = params["posthoc"]["epochs"]
     config["optimizer"]["lr"] = params["posthoc"]["lr"]
+    _prior(params, fields, config)
 
 
 def start_epoch(start: float, budget: int) -> int:
@@ -118,8 +122,8 @@ def start_epoch(start: float, budget: int) -> int:
 
 
 def _late(params: dict, fields: dict, config: dict) -> None:
-    _sparse(params, fields, config)
     config["prior_start_epoch"] = start_epoch(fields["start"], config["epochs"])
+    _prior(params, fields, config)
 
 
 def _baseline(params: dict, fields: dict, config: dict) -> None:
@@ -148,6 +152,7 @@ class Arm:
 
 
 BUDGET = ("model", "train", "datasets.{dataset}.epochs")  # what a run of the full budget reads
+PRIOR = (*BUDGET, "datasets.{dataset}.train_size")  # and with the prior: λ follows the steps per epoch
 
 ARMS: dict[str, Arm] = {
     # ReLU networks of similar depth: the full network's family, and plain CNNs down to APL 1.
@@ -156,12 +161,14 @@ ARMS: dict[str, Arm] = {
     "shallow": Arm("{dataset}/shallow/d{depth}-{kind}-s{seed}",
                    axes={"depth": "baseline.plain_depths", "kind": "baseline.widths"}, configure=_shallow),
     "dense": Arm("{dataset}/dense/s{seed}"),
-    "sparse": Arm("{dataset}/sparse/lam{lam}-s{seed}", axes={"lam": "sweep.lambdas"}, configure=_sparse),
+    "sparse": Arm("{dataset}/sparse/shift{shift}-s{seed}", axes={"shift": "sweep.shifts"}, reads=PRIOR,
+                  configure=_prior),
     "pretrain": Arm("{dataset}/pretrain/s{seed}", reads=(*BUDGET, "posthoc.epochs"), configure=_pretrain),
-    "posthoc": Arm("{dataset}/posthoc/lam{lam}-s{seed}", axes={"lam": "posthoc.lambdas"},
-                   reads=("model", "train", "posthoc"), configure=_posthoc, init_from="{dataset}/pretrain/s{seed}"),
-    "late": Arm("{dataset}/late/at{start}-lam{lam}-s{seed}", axes={"start": "late.starts", "lam": "late.lambdas"},
-                configure=_late),
+    "posthoc": Arm("{dataset}/posthoc/shift{shift}-s{seed}", axes={"shift": "posthoc.shifts"},
+                   reads=("model", "train", "posthoc", "datasets.{dataset}.train_size"), configure=_posthoc,
+                   init_from="{dataset}/pretrain/s{seed}"),
+    "late": Arm("{dataset}/late/at{start}-shift{shift}-s{seed}", axes={"start": "late.starts", "shift": "late.shifts"},
+                reads=PRIOR, configure=_late),
 }
 
 
@@ -273,7 +280,7 @@ def prepare_args(params: dict, dataset: str) -> str:
     sizes = params["datasets"][dataset]
     return (
         f"--train-size {sizes['train_size']} --val-size {sizes['val_size']} "
-        f"--test-size {sizes['test_size']} --seed {params['data_seed']}"
+        f"--test-size {sizes['test_size']} --pool {sizes['pool']} --seed {params['data_seed']}"
     )
 
 
@@ -334,6 +341,13 @@ def widened_width(params: dict, dataset: str, depth: int, arch: str | None = Non
     args = (ds.shape[0], ds.num_classes)
     target = architectures.parameter_count(model["arch"], model["depth"], model["width"], *args, "prelu")
     return architectures.nearest_width(arch or model["arch"], depth, target, *args)
+
+
+def prior_channels(model: dict, dataset: str) -> int:
+    """C, the PReLU channels the prior averages over: the full net's parameters less its ReLU twin's."""
+    ds = DATASETS[dataset]
+    args = (model["arch"], model["depth"], model["width"], ds.shape[0], ds.num_classes)
+    return architectures.parameter_count(*args, "prelu") - architectures.parameter_count(*args, "relu")
 
 
 def budget_epochs(params: dict, run: Run) -> int:

@@ -54,7 +54,9 @@ PENALTY = (
     "slopes), by SGD with momentum μ and, after each step, the proximal step on a<sub>c</sub> − 1 with threshold "
     "lr·λ/(C·(1 − μ)): its fixed point is the stationarity condition of that objective, so a channel stays "
     "exactly linear iff |∂L/∂a<sub>c</sub>| ≤ λ/C. A slope moves at most λ·Σlr/(C·(1 − μ)) over a run "
-    "(max_prior_shift in each run's metrics)."
+    "(max_prior_shift in each run's metrics): its prior shift. Each arm's grid is given as prior shifts, and "
+    "each run's λ is computed from its own steps and learning rates, so that one shift is the same pull in "
+    "every arm (a fixed λ pulls far less in a short post-hoc run than from scratch)."
 )
 BUDGET = (
     "Every compared network trains the same number of epochs since initialization, B (budget_epochs in "
@@ -286,13 +288,13 @@ def _findings_page(df, s, th) -> list:
 
 
 def _grid_span(df, s, th) -> list:
-    """Does each arm's λ grid span the APL range? Where it falls short, the report says so."""
+    """Does each arm's grid of shifts span the APL range? Where it falls short, the report says so."""
     span = analysis.grid_span(df, th)
-    rows = [["dataset", "arm", "largest APL", "smallest APL", "in transition", "λ grid"]]
+    rows = [["dataset", "arm", "largest APL", "smallest APL", "in transition", "grid"]]
     rows += [[r.dataset, r.arm.replace("late@", "late, prior from epoch "), f"{r.high:.0%}", f"{r.low:.0%}",
               f"{r.transition}", r.note] for r in span.itertuples()]
     short = int((~span.ok).sum()) if len(span) else 0
-    return [Paragraph("λ grids", s["Heading3"]),
+    return [Paragraph("Grids of prior shifts", s["Heading3"]),
             Paragraph(f"Each arm's grid should reach from at least {th.span_high:.0%} of the dense APL down to at "
                       f"most {th.span_low:.0%}, with at least {th.span_points} points in between. "
                       f"{short} of {len(span)} fall short.", s["Small"]),

@@ -41,7 +41,7 @@ def load(name: str) -> dict:
 
 
 def key_path(parts) -> str:
-    """``sweep.lambdas[2]``: the place in the file that an error is about."""
+    """``sweep.shifts[2]``: the place in the file that an error is about."""
     text = ""
     for part in parts:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))

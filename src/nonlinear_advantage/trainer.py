@@ -40,7 +40,9 @@ from . import architectures, fileio, schemas
 from .depth import depth_summary
 from .errors import UserError
 from .models import build_model, parameter_count
+from .optim import SGD
 from .prelu import nonlinearity_penalty, parameter_groups, prox_threshold, proximal_step_, sparse_prelus
+from .schedule import lr_at, steps_per_epoch
 
 # The columns of history.csv and the keys of metrics.json: the contract aggregate, the figures
 # and the tests' synthetic study keep to.
@@ -225,21 +227,6 @@ def augment(x: torch.Tensor, draws: dict, crop: int) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------- training
 
-def lr_at(cfg: dict, step: int, total: int, steps_per_epoch: int) -> float:
-    """Learning rate at a step: linear warm-up, then one-cycle (linear) or cosine decay.
-
-    The warm-up takes at most half the run, so a short run (a post-hoc fine-tune) still decays.
-    """
-    peak = cfg["optimizer"]["lr"]
-    warm = min(total // 2, round(cfg["schedule"]["warmup_epochs"] * steps_per_epoch))
-    if step < warm:
-        return peak * (step + 1) / (warm + 1)
-    frac = (step - warm) / max(1, total - warm)
-    if cfg["schedule"]["kind"] == "cosine":
-        return peak * 0.5 * (1 + math.cos(math.pi * frac))
-    return peak * (1 - frac)
-
-
 def resolve_device(choice: str) -> torch.device:
     if choice == "cuda" and not torch.cuda.is_available():
         raise UserError("run config: 'device' is cuda but no CUDA device is available")
@@ -320,7 +307,7 @@ class Session:
     info: dict
     model: nn.Module
     forward: Callable  # the model, compiled where that pays
-    opt: torch.optim.Optimizer
+    opt: SGD
     gen: torch.Generator
     digest: str
     batch_size: int
@@ -391,13 +378,12 @@ def setup(cfg: dict, out: Path) -> Session:
     if settings["channels_last"]:
         model.to(memory_format=torch.channels_last)
     o = cfg["optimizer"]
-    opt = torch.optim.SGD(parameter_groups(model, o["weight_decay"]), lr=o["lr"], momentum=o["momentum"],
-                          nesterov=o["nesterov"])
+    opt = SGD(parameter_groups(model, o["weight_decay"]), lr=o["lr"], momentum=o["momentum"], nesterov=o["nesterov"])
     session = Session(
         cfg=cfg, out=out, device=device, settings=settings, splits=splits, info=info, model=model,
         forward=torch.compile(model, mode="reduce-overhead") if settings["compile"] else model, opt=opt,
         gen=torch.Generator().manual_seed(cfg["seed"]), digest=config_digest(cfg, {"device": device.type, **settings}),
-        batch_size=batch_size, steps_per_epoch=n_train // batch_size,  # drop the ragged tail: BatchNorm needs >1
+        batch_size=batch_size, steps_per_epoch=steps_per_epoch(n_train, batch_size),
         n_slopes=sum(a.slope.numel() for a in sparse_prelus(model)), init_budget=init_budget,
     )
     _resume(session)

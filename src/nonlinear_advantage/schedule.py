@@ -1,0 +1,46 @@
+"""The learning-rate schedule, and how far the prior can move a slope: torch-free, so the plan
+computes each run's λ from the same arithmetic the trainer runs.
+
+Under the prior a slope moves at most lr·λ/(C·(1 − μ)) per step (``prelu.prox_threshold``), so
+over a run at most λ·Σlr/(C·(1 − μ)): the run's *prior shift* (``max_prior_shift`` in its
+metrics). A slope starts 1 − slope_init from linear, and a fixed λ means a different shift in
+every arm (post-hoc trains fewer epochs at its own lr), so params.yaml gives each arm's grid as
+shifts and the plan turns them into λ (:func:`lam_for_shift`).
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def lr_at(cfg: dict, step: int, total: int, steps_per_epoch: int) -> float:
+    """Learning rate at a step: linear warm-up, then one-cycle (linear) or cosine decay.
+
+    The warm-up takes at most half the run, so a short run (a post-hoc fine-tune) still decays.
+    """
+    peak = cfg["optimizer"]["lr"]
+    warm = min(total // 2, round(cfg["schedule"]["warmup_epochs"] * steps_per_epoch))
+    if step < warm:
+        return peak * (step + 1) / (warm + 1)
+    frac = (step - warm) / max(1, total - warm)
+    if cfg["schedule"]["kind"] == "cosine":
+        return peak * 0.5 * (1 + math.cos(math.pi * frac))
+    return peak * (1 - frac)
+
+
+def steps_per_epoch(train_size: int, batch_size: int) -> int:
+    """The trainer's steps per epoch: it drops the ragged tail (BatchNorm needs more than one image)."""
+    return train_size // min(batch_size, train_size)
+
+
+def prior_lr_sum(cfg: dict, train_size: int) -> float:
+    """Σ lr over the steps where the prior is on (from ``prior_start_epoch`` to the end)."""
+    per_epoch = steps_per_epoch(train_size, cfg["batch_size"])
+    total = per_epoch * cfg["epochs"]
+    return math.fsum(lr_at(cfg, step, total, per_epoch) for step in range(cfg["prior_start_epoch"] * per_epoch, total))
+
+
+def lam_for_shift(shift: float, cfg: dict, train_size: int, channels: int) -> float:
+    """The λ whose prior shift over this run is ``shift``, to 4 significant digits."""
+    lr_sum = prior_lr_sum(cfg, train_size)
+    return float(f"{shift * channels * (1.0 - cfg['optimizer']['momentum']) / lr_sum:.4g}")
