@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from nonlinear_advantage.models import build_model
+from nonlinear_advantage.optim import SGD
 from nonlinear_advantage.prelu import parameter_groups
 from nonlinear_advantage.trainer import train
 
@@ -49,7 +50,7 @@ def bare_loop(model_cfg: dict, batch: int, steps: int, in_channels: int, size: i
     model = build_model(**model_cfg, in_channels=in_channels, num_classes=10).train()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model.to(memory_format=fmt)
-    opt = torch.optim.SGD(parameter_groups(model, 5e-4), lr=0.05, momentum=0.9, nesterov=True)
+    opt = SGD(parameter_groups(model, 5e-4), lr=0.05, momentum=0.9, nesterov=True)  # the trainer's optimiser
     x = torch.randn(batch, in_channels, size, size).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,))
     t0 = time.perf_counter()
@@ -74,7 +75,7 @@ def dataloader_loop(data: Path, model_cfg: dict, batch: int, device: str, worker
                         num_workers=workers, pin_memory=device == "cuda", persistent_workers=workers > 0)
     torch.manual_seed(0)
     model = build_model(**model_cfg, in_channels=x.shape[1], num_classes=len(d["classes"])).to(device).train()
-    opt = torch.optim.SGD(parameter_groups(model, 5e-4), lr=0.05, momentum=0.9, nesterov=True)
+    opt = SGD(parameter_groups(model, 5e-4), lr=0.05, momentum=0.9, nesterov=True)  # the trainer's optimiser
     seen, t0 = 0, None
     for i, (xb, yb) in enumerate(loader):
         if i == 1:

@@ -64,7 +64,7 @@ def _write_run(root: Path, row: dict, layers: list[dict], rng: np.random.Generat
     run_dir = root / row["run"]
     run_dir.mkdir(parents=True, exist_ok=True)
     fields = {"arm": row["arm"], "dataset": row["dataset"], "seed": row["seed"]}
-    fields |= {"lam": row["lam"]} if row["arm"] in ("sparse", "posthoc", "late") else {}
+    fields |= {"shift": row["max_prior_shift"]} if row["arm"] in ("sparse", "posthoc", "late") else {}
     fields |= {"depth": row["depth"], "kind": "wide" if row["widened"] else "own"} if row["arm"] == "shallow" else {}
     config = trainer.validate_config(dict(
         name=row["run"], fields=fields, data=f"data/prepared/{row['dataset']}.pt", epochs=EPOCHS, lam=row["lam"],
@@ -129,12 +129,12 @@ def write_study(root: Path, seeds=SEEDS, noise: float = NOISE) -> Path:
             for lam, keep in zip(LAMS, spec["keep"], strict=True):
                 layers = _profile(full, keep)
                 apl = sum(lay["contribution"] for lay in layers)
-                add(dataset, "sparse", f"lam{lam:g}-s{seed}", "resnet", 20, 8, "prelu", False, lam, seed, layers,
+                add(dataset, "sparse", f"shift{3 * lam:g}-s{seed}", "resnet", 20, 8, "prelu", False, lam, seed, layers,
                     _accuracy(spec, apl, spec["scale"]), RESNET_PARAMS)
                 for arm, gain, start in (("posthoc", spec["advantage"], 0), ("late", spec["late"], EPOCHS // 2)):
                     post = _profile(full, keep * 1.1)
                     post_apl = sum(lay["contribution"] for lay in post)
-                    tag = f"lam{lam:g}-s{seed}" if arm == "posthoc" else f"at0.5-lam{lam:g}-s{seed}"
+                    tag = f"shift{3 * lam:g}-s{seed}" if arm == "posthoc" else f"at0.5-shift{3 * lam:g}-s{seed}"
                     add(dataset, arm, tag, "resnet", 20, 8, "prelu", False, lam, seed, post,
                         _accuracy(spec, post_apl, spec["scale"] * (1 - gain)), RESNET_PARAMS, start)
             for depth in BASELINE_DEPTHS:

@@ -35,7 +35,8 @@ def make_run(root, name, lam=0.0, width=4, activation="prelu", params=None):
 
 
 def test_rows_in_fixed_order_whatever_the_argument_order(tmp_path):
-    names = ["digits/sparse/shift1.5-s0", "digits/late/at0.5-shift1.5-s0", "digits/dense/s0", "digits/sparse/shift0.2-s0",
+    names = ["digits/sparse/shift1.5-s0", "digits/late/at0.5-shift1.5-s0", "digits/dense/s0",
+             "digits/sparse/shift0.2-s0",
              "digits/shallow/d3-wide-s0", "digits/baseline/d8-wide-s0", "digits/pretrain/s0",
              "digits/baseline/d8-own-s0", "digits/posthoc/shift1.5-s0", "digits/shallow/d3-own-s0"]
     dirs = [make_run(tmp_path / "runs", n, activation="relu" if "baseline" in n else "prelu") for n in names]

@@ -224,12 +224,12 @@ def test_the_params_file_name_is_not_a_job_parameter(study):
 
 
 @pytest.mark.parametrize("old, new, run", [
-    # each arm has its own λ grid: a change reaches that arm's run alone
+    # each arm has its own grid of shifts: a change reaches that arm's run alone
     ("sweep:\n  shifts: [0.2, 1.5]", "sweep:\n  shifts: [0.2, 0.5]", "digits/sparse/shift0.5-s0"),
     ("lr: 0.02, shifts: [1.5]", "lr: 0.02, shifts: [0.5]", "digits/posthoc/shift0.5-s0"),
     ("starts: [0.5], shifts: [1.5]", "starts: [0.5], shifts: [0.5]", "digits/late/at0.5-shift0.5-s0"),
 ])
-def test_one_changed_lambda_reruns_exactly_its_jobs(study, old, new, run):
+def test_one_changed_shift_reruns_exactly_its_jobs(study, old, new, run):
     original = (study / "params.yaml").read_text()
     assert original.count(old) == 1
     try:

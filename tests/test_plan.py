@@ -21,7 +21,10 @@ def params():
     return yaml.safe_load(TINY.read_text())
 
 
-@pytest.mark.parametrize("path", ["params.yaml", "config/paper.yaml", "tests/fixtures/tiny_params.yaml"])
+PARAMS_FILES = ["params.yaml", "config/paper.yaml", "config/laptop.yaml", "tests/fixtures/tiny_params.yaml"]
+
+
+@pytest.mark.parametrize("path", PARAMS_FILES)
 def test_shipped_params_are_valid(path):
     assert plan.run_ids(plan.load_params(ROOT / path))
 
@@ -29,7 +32,8 @@ def test_shipped_params_are_valid(path):
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda p: p["sweep"]["shifts"].append(-0.1), "sweep.shifts[2]: -0.1 is less than or equal to the minimum of 0"),
+        (lambda p: p["sweep"]["shifts"].append(-0.1),
+         "sweep.shifts[2]: -0.1 is less than or equal to the minimum of 0"),
         (lambda p: p["train"].update(batch_size="64"), "train.batch_size: '64' is not of type 'integer'"),
         (lambda p: p["datasets"].update(imagenet=p["datasets"]["digits"]), "datasets: 'imagenet' is not one of"),
         (lambda p: p["model"].update(depth=10), "model.depth: 10 is not a resnet depth (6n+2"),
@@ -38,7 +42,8 @@ def test_shipped_params_are_valid(path):
         (lambda p: p["baseline"].pop("plain_depths"), "baseline: 'plain_depths' is a required property"),
         (lambda p: p.pop("late"), "(top level): 'late' is a required property"),
         (lambda p: p["late"]["starts"].append(1.0), "late.starts[1]: 1.0 is greater than or equal to the maximum of 1"),
-        (lambda p: p["posthoc"]["shifts"].append(-1), "posthoc.shifts[1]: -1 is less than or equal to the minimum of 0"),
+        (lambda p: p["posthoc"]["shifts"].append(-1),
+         "posthoc.shifts[1]: -1 is less than or equal to the minimum of 0"),
         (lambda p: p.update(epochs=3), "(top level): Additional properties are not allowed ('epochs' was unexpected)"),
         (lambda p: p.update(analysis={"tolerance": -0.01}), "analysis.tolerance: -0.01 is less than the minimum of 0"),
     ],
@@ -149,9 +154,6 @@ def test_widened_baselines_take_the_nearest_parameter_count(params):
         assert model["arch"] == arch and model["depth"] == depth
         assert model["width"] == nearest_to_match(arch, depth, full, in_channels=1, num_classes=10,
                                                   activation="relu"), run
-
-
-PARAMS_FILES = ["params.yaml", "config/paper.yaml", "tests/fixtures/tiny_params.yaml"]
 
 
 @pytest.mark.parametrize("path", PARAMS_FILES)

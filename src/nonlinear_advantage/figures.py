@@ -65,6 +65,11 @@ def run_dir(runs: Path, run: str) -> Path:
     return runs / run
 
 
+def _legend_below(ax) -> None:
+    """The legend under the axes, where it cannot hide a point."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+
+
 def _first_seed(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.sort_values("seed").groupby("lam", sort=True).head(1).sort_values("lam")
 
@@ -86,10 +91,12 @@ def accuracy_vs_apl(df: pd.DataFrame, th: analysis.Thresholds) -> Figure:
         ax.errorbar(curve.apl, curve.acc, yerr=curve.acc_std.fillna(0), fmt="o-", color=ARM_COLORS["sparse"],
                     ms=4, capsize=2, label="sparse (from scratch), ± sd over seeds")
         for p in curve.itertuples():
-            ax.annotate(f"λ={p.lam:g}", (p.apl, p.acc), textcoords="offset points", xytext=(3, -9), fontsize=6)
+            ax.annotate(f"λ={p.lam:.3g}", (p.apl, p.acc), textcoords="offset points", xytext=(3, -9), fontsize=6)
         base = analysis.baseline_points(sub)
         for widened, marker, label in ((False, "s", "baseline, own width"), (True, "^", "baseline, widened")):
             b = base[base.widened == widened]
+            if b.empty:  # no legend entry for a kind this study did not train
+                continue
             ax.scatter(b.apl, b.acc, marker=marker, color=ARM_COLORS["baseline"], s=22, label=label,
                        facecolors="none" if widened else ARM_COLORS["baseline"], zorder=3)
             for p in b.itertuples():
@@ -99,7 +106,7 @@ def accuracy_vs_apl(df: pd.DataFrame, th: analysis.Thresholds) -> Figure:
         if onset.apl is not None:
             ax.axvline(onset.apl, color="C1", ls="--", lw=1, label=f"collapse onset (APL {onset.apl:.2f})")
         ax.set(title=dataset, xlabel="normalized APL", ylabel="test accuracy")
-        ax.legend(loc="lower right")
+        _legend_below(ax)
     return fig
 
 
@@ -176,14 +183,15 @@ def nonlinear_advantage(df: pd.DataFrame) -> Figure:
         sub = df[df.dataset == dataset]
         for arm, label in (("sparse", "from scratch"), ("posthoc", "post-hoc")):
             curve = analysis.arm_curve(sub, arm).sort_values("apl")
-            ax.plot(curve.apl, curve.acc, "o-", ms=4, color=ARM_COLORS[arm], label=label)
+            ax.errorbar(curve.apl, curve.acc, yerr=curve.acc_std.fillna(0), fmt="o-", ms=4, capsize=2,
+                        color=ARM_COLORS[arm], label=f"{label}, ± sd over seeds")
         gap = analysis.matched_apl_gap(sub)
         if gap.mean_gap is not None:
             ax.fill_between(gap.apl, gap.scratch, gap.posthoc, color=ARM_COLORS["posthoc"], alpha=0.15,
                             lw=0, label=f"gap, mean {100 * gap.mean_gap:+.2f} pt")
         gaps.append((dataset, analysis.dense_error(sub), gap.mean_gap))
         ax.set(title=dataset, xlabel="normalized APL", ylabel="test accuracy")
-        ax.legend(loc="lower right")
+        _legend_below(ax)
     ax = axes[len(order)]
     ranked = [g for g in gaps if g[1] is not None and g[2] is not None]
     ax.bar(range(len(ranked)), [100 * g[2] for g in ranked], color=ARM_COLORS["posthoc"])
@@ -210,7 +218,7 @@ def early_late(df: pd.DataFrame) -> Figure:
         if dense is not None:
             ax.axhline(dense, color="k", lw=1, label=f"dense ({100 * dense:.2f}%)")
         ax.set(title=dataset, xlabel="normalized APL", ylabel="test accuracy")
-        ax.legend(loc="lower right")
+        _legend_below(ax)
     return fig
 
 
@@ -245,6 +253,8 @@ def training_curves(df: pd.DataFrame, runs: Path) -> Figure:
             if not path.is_file():
                 continue
             h = pd.read_csv(path)
+            # epochs since initialization: a post-hoc run's follow its dense start's
+            h["epoch"] += int(row.budget_epochs) - int(row.epochs)
             acc = "val_acc" if "val_acc" in h else "test_acc"
             style = dict(color="k" if label == "dense" else f"C{k}", lw=1.2, label=label)
             if acc in h:
@@ -253,9 +263,11 @@ def training_curves(df: pd.DataFrame, runs: Path) -> Figure:
             if missing:  # a history from before total_channels was recorded: say so, don't draw nothing
                 raise UserError(f"{path}: no column {', '.join(sorted(missing))}; retrain the run")
             ax_nl.plot(h.epoch, h.nonlinear_channels / h.total_channels, **style)
-        ax_acc.set(title=dataset, xlabel="epoch", ylabel="validation accuracy")
-        ax_nl.set(xlabel="epoch", ylabel="nonlinear fraction of channels", ylim=(-0.02, 1.02))
-        ax_acc.legend(loc="lower right")
+        ax_acc.set(title=dataset, xlabel="epoch (since initialization)", ylabel="validation accuracy")
+        ax_nl.set(xlabel="epoch (since initialization)", ylabel="nonlinear fraction of channels", ylim=(-0.02, 1.02))
+        for ax in (ax_acc, ax_nl):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _legend_below(ax_nl)
     return fig
 
 
@@ -345,8 +357,9 @@ FIGURES: tuple[FigureSpec, ...] = (
         "The shaded area is the gap at matched APL (linear interpolation on the common APL range); the bars "
         "give the mean gap per dataset ordered by dense test error.",
         lambda df, runs, th: nonlinear_advantage(df),
-        lambda df, th: "Post-hoc (dense net, then sparsified) against from-scratch sparse accuracy. "
-        "Shaded: the gap at matched APL on the interpolation grid. Right: mean gap per dataset, ordered by "
+        lambda df, th: "Post-hoc (dense net, then sparsified) against from-scratch sparse accuracy, mean ± sd "
+        "over seeds per λ. Shaded: the gap at matched APL on the interpolation grid. Right: mean gap per dataset, "
+        "ordered by "
         f"dense test error. Mean gaps: {_gaps(df)}.",
     ),
     FigureSpec(
@@ -367,7 +380,8 @@ FIGURES: tuple[FigureSpec, ...] = (
         "the smallest, middle and largest λ, and one post-hoc run.",
         lambda df, runs, th: training_curves(df, runs),
         lambda df, th: "Validation accuracy and fraction of nonlinear channels per epoch for the dense "
-        "run, sparse runs at the smallest, middle and largest λ, and the post-hoc run at the middle λ.",
+        "run, sparse runs at the smallest, middle and largest λ, and the post-hoc run at the middle λ "
+        "(first seed), against epochs since initialization: a post-hoc run's follow its dense start's.",
     ),
 )
 

@@ -1,9 +1,10 @@
-"""SGD with momentum, as ``torch.optim.SGD`` computes it on the CPU, without its start-up cost.
+"""SGD with momentum, as ``torch.optim.SGD`` computes it, without its start-up cost.
 
 ``torch.optim.Optimizer`` imports ``torch._dynamo`` on first use (about 1.2 s per process), and
 a study starts a training process per run: hundreds of them. This is the same update (weight
-decay per group, heavy ball or Nesterov, no dampening), written out, bit for bit the
-single-tensor path of ``torch.optim.SGD`` (tests/test_trainer.py compares them).
+decay per group, heavy ball or Nesterov, no dampening) in ``torch._foreach`` ops, as
+torch.optim.SGD runs it on CUDA; on the CPU they run tensor by tensor, bit for bit the
+single-tensor path torch.optim.SGD takes there (tests/test_trainer.py compares them).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import torch
 
 class SGD:
     def __init__(self, groups: list[dict], lr: float, momentum: float, nesterov: bool):
+        if nesterov and momentum <= 0:
+            raise ValueError("Nesterov momentum requires a momentum > 0")
         self.param_groups = [{**g, "params": list(g["params"]), "lr": lr} for g in groups]
         self.momentum, self.nesterov = momentum, nesterov
         self.buffers: list[list[torch.Tensor | None]] = [[None] * len(g["params"]) for g in self.param_groups]
@@ -20,22 +23,31 @@ class SGD:
     def zero_grad(self, set_to_none: bool = True) -> None:
         for group in self.param_groups:
             for p in group["params"]:
-                p.grad = None
+                if set_to_none:
+                    p.grad = None
+                elif p.grad is not None:
+                    p.grad.zero_()
 
     @torch.no_grad()
     def step(self) -> None:
         for group, buffers in zip(self.param_groups, self.buffers, strict=True):
-            for i, p in enumerate(group["params"]):
-                if p.grad is None:
-                    continue
-                d_p = p.grad if group["weight_decay"] == 0 else p.grad.add(p, alpha=group["weight_decay"])
-                if self.momentum:
-                    if buffers[i] is None:
-                        buffers[i] = d_p.clone()
-                    else:
-                        buffers[i].mul_(self.momentum).add_(d_p)
-                    d_p = d_p.add(buffers[i], alpha=self.momentum) if self.nesterov else buffers[i]
-                p.add_(d_p, alpha=-group["lr"])
+            live = [i for i, p in enumerate(group["params"]) if p.grad is not None]
+            if not live:
+                continue
+            params = [group["params"][i] for i in live]
+            grads = [p.grad for p in params]
+            if group["weight_decay"]:
+                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+            if self.momentum:
+                if any(buffers[i] is None for i in live):  # the first step: the buffer is the gradient
+                    for i, g in zip(live, grads, strict=True):
+                        buffers[i] = g.clone() if buffers[i] is None else buffers[i].mul_(self.momentum).add_(g)
+                else:
+                    torch._foreach_mul_([buffers[i] for i in live], self.momentum)
+                    torch._foreach_add_([buffers[i] for i in live], grads)
+                bufs = [buffers[i] for i in live]
+                grads = torch._foreach_add(grads, bufs, alpha=self.momentum) if self.nesterov else bufs
+            torch._foreach_add_(params, grads, alpha=-group["lr"])
 
     def state_dict(self) -> dict:
         return {"momentum_buffers": [list(b) for b in self.buffers]}

@@ -11,8 +11,8 @@ and aggregate all derive from it. A run id is the run's directory under ``runs/`
 A run's fields (dataset, arm, shift, seed, ...) travel as data in its config (``fields``), so
 nothing parses an id back. A grid value is written as ``str(value)`` of the YAML number, which
 is how DVC interpolates it too. Grids are prior shifts (how far the prior can move a slope over
-the run, see schedule.py); each run's λ is computed from its shift. No torch here: the Snakefile imports this module, and
-``snakemake -n`` must stay fast.
+the run, see schedule.py); each run's λ is computed from its shift. No torch here: the
+Snakefile imports this module, and ``snakemake -n`` must stay fast.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ shifts and the plan turns them into λ (:func:`lam_for_shift`).
 from __future__ import annotations
 
 import math
+from functools import cache
 
 
 def lr_at(cfg: dict, step: int, total: int, steps_per_epoch: int) -> float:
@@ -35,12 +36,19 @@ def steps_per_epoch(train_size: int, batch_size: int) -> int:
 
 def prior_lr_sum(cfg: dict, train_size: int) -> float:
     """Σ lr over the steps where the prior is on (from ``prior_start_epoch`` to the end)."""
-    per_epoch = steps_per_epoch(train_size, cfg["batch_size"])
-    total = per_epoch * cfg["epochs"]
-    return math.fsum(lr_at(cfg, step, total, per_epoch) for step in range(cfg["prior_start_epoch"] * per_epoch, total))
+    return _lr_sum(cfg["optimizer"]["lr"], cfg["schedule"]["kind"], cfg["schedule"]["warmup_epochs"],
+                   steps_per_epoch(train_size, cfg["batch_size"]), cfg["epochs"], cfg["prior_start_epoch"])
+
+
+@cache  # every run of an arm and dataset shares it, and a paper-scale plan has ~50,000 steps a run
+def _lr_sum(peak: float, kind: str, warmup_epochs: float, per_epoch: int, epochs: int, start_epoch: int) -> float:
+    cfg = {"optimizer": {"lr": peak}, "schedule": {"kind": kind, "warmup_epochs": warmup_epochs}}
+    total = per_epoch * epochs
+    return math.fsum(lr_at(cfg, step, total, per_epoch) for step in range(start_epoch * per_epoch, total))
 
 
 def lam_for_shift(shift: float, cfg: dict, train_size: int, channels: int) -> float:
-    """The λ whose prior shift over this run is ``shift``, to 4 significant digits."""
+    """The λ whose prior shift over this run is ``shift``, to 4 significant digits: readable in
+    configs and tables, and the same on every machine; max_prior_shift records the exact shift."""
     lr_sum = prior_lr_sum(cfg, train_size)
     return float(f"{shift * channels * (1.0 - cfg['optimizer']['momentum']) / lr_sum:.4g}")

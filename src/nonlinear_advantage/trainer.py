@@ -398,6 +398,9 @@ def _resume(s: Session) -> None:
     if ckpt.get("config_digest") != s.digest:
         print(f"[{s.name}] ignoring {resume}: it belongs to a different config", file=sys.stderr)
         return
+    if "momentum_buffers" not in ckpt.get("optimizer", {}):  # torch.optim's state: an older version wrote it
+        print(f"[{s.name}] ignoring {resume}: written by an older version of the trainer", file=sys.stderr)
+        return
     s.model.load_state_dict(ckpt["model"])
     s.opt.load_state_dict(ckpt["optimizer"])
     s.gen.set_state(ckpt["generator"])
@@ -574,7 +577,7 @@ def load_run_config(args) -> tuple[dict, str]:
         except yaml.YAMLError as exc:
             raise UserError(f"run config {path} is not valid YAML: {exc}") from None
     if not args.run:
-        raise UserError("--params needs --run RUN_ID (e.g. digits/sparse/lam0.01-s0)")
+        raise UserError("--params needs --run RUN_ID (e.g. digits/sparse/shift0.9-s0)")
     from .plan import load_params, run_config
 
     return run_config(load_params(args.params), args.run), f"run {args.run} of {args.params}"
@@ -595,7 +598,7 @@ def add_cli(sub) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", help="run config YAML (keys: see docs/interfaces.md)")
     src.add_argument("--params", help="params.yaml of the study; use with --run")
-    p.add_argument("--run", help="run id within --params, e.g. digits/sparse/lam0.01-s0")
+    p.add_argument("--run", help="run id within --params, e.g. digits/sparse/shift0.9-s0")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override the config's device")
     p.set_defaults(func=_cli)
