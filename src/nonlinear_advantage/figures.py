@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from . import analysis
 from .errors import UserError
@@ -67,7 +67,7 @@ def run_dir(runs: Path, run: str) -> Path:
 
 def _legend_below(ax) -> None:
     """The legend under the axes, where it cannot hide a point."""
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
 
 
 def _first_seed(rows: pd.DataFrame) -> pd.DataFrame:
@@ -171,6 +171,10 @@ def core_plateau(df: pd.DataFrame, th: analysis.Thresholds) -> Figure:
     ax_apl.set(xscale="log", xlabel="λ", ylabel="normalized APL (effective depth)",
                title="effective depth (dotted: dense)")
     ax_width.set(xscale="log", xlabel="λ", ylabel="nonlinear channels", title="total nonlinear width")
+    for ax in (ax_apl, ax_width):  # a grid within one decade gets minor labels only, and they collide
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
     ax_apl.legend()
     return fig
 
