@@ -129,7 +129,7 @@ def test_sizing_counts_the_plans_runs_and_epochs():
     runs = sizing.study_runs(params)
     assert [r["arm"] for r in runs] == [r.arm for r in plan.runs(plan.validate(params))]
     assert sum(r["epochs"] for r in runs) == sum(plan.run_config(params, r.id)["epochs"] for r in plan.runs(params))
-    params = dict(params, datasets={"cifar10": dict(train_size=100, val_size=10, test_size=20, epochs=7)})
+    params = dict(params, datasets={"cifar10": dict(train_size=100, val_size=10, test_size=20, pool=1, epochs=7)})
     # The estimate is linear in the measured epoch, and the timed model's own epoch costs epoch_s.
     timed = dict(arch="resnet", depth=20, width=4, dataset="cifar10", n_train=100)
     one = sizing.estimate(params, timed, 1.0)

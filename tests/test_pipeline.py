@@ -338,7 +338,7 @@ def test_dvc_repro_runs_the_study_and_then_is_up_to_date(tmp_path, study):
     # Post-hoc has its own grid (posthoc.shifts), so only the sparse run is new.
     out = sh(repo, "dvc", "exp", "run", "-S", "sweep.shifts=[0.2,0.5]").stdout
     assert set(re.findall(r"Running stage '([^']+)'", out)) == {
-        "train_sparse@digits-0-0.2", "measure_sparse@digits-0-0.2", "aggregate", "figures", "report"}, out
+        "train_sparse@digits-0-0.5", "measure_sparse@digits-0-0.5", "aggregate", "figures", "report"}, out
 
 
 
