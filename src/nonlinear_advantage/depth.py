@@ -26,7 +26,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from .prelu import SparsePReLU
 
@@ -67,9 +66,19 @@ class _Tracer(fx.Tracer):
         return isinstance(m, (SparsePReLU, nn.ReLU)) or super().is_leaf_module(m, qualname)
 
 
-def _channels(meta) -> int:
-    shape = meta.shape
+def _channels(shape: torch.Size) -> int:
     return int(shape[1]) if len(shape) >= 2 else 1
+
+
+class _Shapes(fx.Interpreter):
+    """Records each node's output shape in ``node.meta["shape"]``. (fx's ShapeProp does too, but
+    imports torch's symbolic-shapes machinery: half a second in every training and measure process.)"""
+
+    def run_node(self, node: fx.Node):
+        result = super().run_node(node)
+        if isinstance(result, torch.Tensor):
+            node.meta["shape"] = result.shape
+        return result
 
 
 def _renormalize(flow: Flow) -> Flow:
@@ -132,7 +141,7 @@ def _trace(model: nn.Module, example_input: torch.Tensor) -> fx.GraphModule:
     was_training = model.training
     gm.eval()  # batch statistics of one sample would fail in BatchNorm
     with torch.no_grad():
-        ShapeProp(gm).propagate(example_input[:1])
+        _Shapes(gm).run(example_input[:1])
     model.train(was_training)
     return gm
 
@@ -158,7 +167,7 @@ def _flow_through(model: nn.Module, example_input: torch.Tensor, eps: float):
 
     for node in gm.graph.nodes:
         if node.op == "placeholder":
-            c = _channels(node.meta["tensor_meta"])
+            c = _channels(node.meta["shape"])
             ones = torch.ones(c, dtype=torch.float64)
             flows[node] = Flow(ones / c, torch.zeros(c, dtype=torch.float64), ones, torch.zeros_like(ones))
             continue
@@ -170,7 +179,7 @@ def _flow_through(model: nn.Module, example_input: torch.Tensor, eps: float):
         ins = inputs_of(node)
         if not ins:
             continue  # a constant
-        cout = _channels(node.meta["tensor_meta"])
+        cout = _channels(node.meta["shape"])
         module = modules.get(node.target) if node.op == "call_module" else None
         key = _target_key(node)
         if isinstance(module, MIXING_MODULES):
