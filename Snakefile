@@ -62,3 +62,4 @@ rule all:
         "results/summary.csv",
         "reports/figures",
         "reports/report.pdf",
+        "configs",

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nonlinear_advantage import aggregate, fileio, trainer
+from nonlinear_advantage import aggregate, measure, trainer
 
 LAMS = (0.001, 0.003, 0.01, 0.03, 0.1)
 EPOCHS = 6
@@ -59,8 +59,9 @@ def _accuracy(spec: dict, apl: float, scale: float) -> float:
     return spec["chance"] + (spec["dense"] - spec["chance"]) * (1 - math.exp(-apl / scale))
 
 
-def _write_run(root: Path, row: dict, layers: list[dict], rng: np.random.Generator) -> Path:
-    """One run directory, written by the trainer's and measure's own writers (their column contract)."""
+def _write_run(root: Path, row: dict, layers: list[dict], rng: np.random.Generator, depths: dict) -> Path:
+    """One run directory, written by the trainer's own writers (their column contract); its depth
+    goes into ``depths``, for measure's writer."""
     run_dir = root / row["run"]
     run_dir.mkdir(parents=True, exist_ok=True)
     fields = {"arm": row["arm"], "dataset": row["dataset"], "seed": row["seed"]}
@@ -78,7 +79,7 @@ def _write_run(root: Path, row: dict, layers: list[dict], rng: np.random.Generat
     trainer.write_metrics(run_dir, metrics)
     depth = {k: row[k] for k in ("apl_normalized", "apl_unnormalized", "eps", "nonlinear_channels",
                                  "total_channels")}
-    fileio.write_json(run_dir / "depth.json", {"run": row["run"], **depth, "layers": layers})
+    depths[row["run"]] = {"run": row["run"], **depth, "layers": layers}
     t = np.arange(1, EPOCHS + 1)
     rise = 1 - np.exp(-t / 1.5)
     history = pd.DataFrame({
@@ -103,7 +104,7 @@ def write_study(root: Path, seeds=SEEDS, noise: float = NOISE) -> Path:
     Every seed's accuracy is its curve's plus Gaussian noise of sd ``noise``; APLs do not vary.
     """
     rng = np.random.default_rng(0)
-    runs, run_dirs = root / "runs", []
+    runs, run_dirs, depths = root / "runs", [], {}
 
     def add(dataset, arm, tag, arch, depth, width, activation, widened, lam, seed, layers, acc, params, start=0):
         apl = sum(lay["contribution"] for lay in layers)
@@ -119,7 +120,7 @@ def write_study(root: Path, seeds=SEEDS, noise: float = NOISE) -> Path:
                    epochs=EPOCHS, wall_time_s=round(30 + 10 * rng.random(), 2),
                    images_per_s=round(5000 + 500 * rng.random(), 1), budget_epochs=EPOCHS, prior_start_epoch=start,
                    max_prior_shift=round(3 * lam, 6), test_size=TEST_SIZE)
-        run_dirs.append(_write_run(runs, row, layers, rng))
+        run_dirs.append(_write_run(runs, row, layers, rng, depths))
 
     full = resnet20_layers()
     for dataset, spec in DATASETS.items():
@@ -146,8 +147,9 @@ def write_study(root: Path, seeds=SEEDS, noise: float = NOISE) -> Path:
                     params = RESNET_PARAMS if widened else 1_000 * depth * 8
                     add(dataset, "shallow", f"d{depth}-{'wide' if widened else 'own'}-s{seed}", "plain", depth,
                         width, "relu", widened, 0.0, seed, layers, acc, params)
-    summary = root / "results" / "summary.csv"
-    aggregate.aggregate(run_dirs, summary, root / "results" / "curves.csv")  # the pipeline's own writer
+    summary, depth = root / "results" / "summary.csv", root / "results" / "depth.json"
+    measure.write_depth(depth, depths)  # the pipeline's own writers
+    aggregate.aggregate(run_dirs, summary, depth, root / "results" / "curves.csv")
     return summary
 
 

@@ -9,10 +9,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nonlinear_advantage import aggregate, plan
+from nonlinear_advantage import aggregate, measure, plan
 from nonlinear_advantage.errors import UserError
 
 TINY = yaml.safe_load((Path(__file__).parent / "fixtures" / "tiny_params.yaml").read_text())
+
+
+DEPTH = {"nonlinear_channels": 3, "total_channels": 8, "apl_normalized": 2.5, "apl_unnormalized": 4.0, "eps": 0.0,
+         "layers": []}
+
+
+def write_depths(path, names) -> Path:
+    """The study's depth file for these runs, by measure's own writer."""
+    measure.write_depth(path, {name: {"run": name, **DEPTH} for name in names})
+    return path
 
 
 def make_run(root, name, lam=0.0, width=4, activation="prelu", params=None):
@@ -27,9 +37,6 @@ def make_run(root, name, lam=0.0, width=4, activation="prelu", params=None):
     metrics |= {"budget_epochs": 7 if "pretrain" in name else 8, "test_size": 300,
                 "prior_start_epoch": 9 if "late" in name else 0}
     (run / "metrics.json").write_text(json.dumps(metrics))
-    depth_json = {"nonlinear_channels": 3, "total_channels": 8, "apl_normalized": 2.5,
-                  "apl_unnormalized": 4.0, "eps": 0.0, "layers": []}
-    (run / "depth.json").write_text(json.dumps(depth_json))
     (run / "history.csv").write_text("epoch,lr,test_acc\n1,0.1,0.4\n2,0.05,0.5\n")
     return run
 
@@ -41,9 +48,10 @@ def test_rows_in_fixed_order_whatever_the_argument_order(tmp_path):
              "digits/baseline/d8-own-s0", "digits/posthoc/shift1.5-s0", "digits/shallow/d3-own-s0"]
     dirs = [make_run(tmp_path / "runs", n, activation="relu" if "baseline" in n else "prelu") for n in names]
     out, curves = tmp_path / "results" / "summary.csv", tmp_path / "results" / "curves.csv"
-    aggregate.aggregate(dirs, out, curves)
+    depth = write_depths(tmp_path / "depth.json", names)
+    aggregate.aggregate(dirs, out, depth, curves)
     first = out.read_bytes()
-    aggregate.aggregate(dirs[::-1], out, curves)
+    aggregate.aggregate(dirs[::-1], out, depth, curves)
     assert out.read_bytes() == first
     rows = list(csv.DictReader(out.open()))
     assert list(rows[0]) == list(aggregate.SUMMARY_COLUMNS)
@@ -65,9 +73,13 @@ def test_rows_in_fixed_order_whatever_the_argument_order(tmp_path):
 
 def test_a_missing_file_names_the_run(tmp_path):
     run = make_run(tmp_path, "digits/dense/s0")
-    (run / "depth.json").unlink()
-    with pytest.raises(UserError, match="digits/dense/s0: depth.json is missing"):
-        aggregate.aggregate([run], tmp_path / "summary.csv")
+    with pytest.raises(UserError, match="depth.json is missing: measure the study first"):
+        aggregate.aggregate([run], tmp_path / "summary.csv", tmp_path / "depth.json")
+    with pytest.raises(UserError, match="run digits/dense/s0: not in the depth file"):
+        aggregate.aggregate([run], tmp_path / "summary.csv", write_depths(tmp_path / "depth.json", ["other"]))
+    (run / "metrics.json").unlink()
+    with pytest.raises(UserError, match="digits/dense/s0: metrics.json is missing"):
+        aggregate.aggregate([run], tmp_path / "summary.csv", write_depths(tmp_path / "depth.json", ["digits/dense/s0"]))
     assert not (tmp_path / "summary.csv").exists()
 
 
@@ -78,10 +90,12 @@ def test_cli_with_params_reads_the_planned_runs(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     planned = ["digits/baseline/d8-own-s0", "digits/shallow/d3-own-s0", "digits/dense/s0", "digits/sparse/shift1.5-s0",
                "digits/pretrain/s0", "digits/posthoc/shift1.5-s0", "digits/late/at0.5-shift1.5-s0"]
-    for name in planned + ["digits/sparse/shift0.7-s0", "digits/baseline/d8-wide-s0"]:  # the last two: stale runs
+    stale = ["digits/sparse/shift0.7-s0", "digits/baseline/d8-wide-s0"]
+    for name in planned + stale:
         make_run(tmp_path / "runs", name)
+    write_depths(tmp_path / "results" / "depth.json", planned + stale)
     cmd = [sys.executable, "-m", "nonlinear_advantage", "aggregate", "--params", "params.yaml",
-           "--out", "results/summary.csv", "--curves", "results/curves.csv", "runs"]
+           "--out", "results/summary.csv", "--depth", "results/depth.json", "--curves", "results/curves.csv", "runs"]
     subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
     rows = list(csv.DictReader((tmp_path / "results" / "summary.csv").open()))
     assert [r["run"] for r in rows] == planned

@@ -8,7 +8,7 @@ import torch
 import yaml
 from torch import nn
 
-from nonlinear_advantage import aggregate, architectures, fileio, measure, plan, schemas, trainer
+from nonlinear_advantage import aggregate, architectures, fileio, measure, plan, trainer
 from nonlinear_advantage.datasets import DATASETS, Dataset
 from nonlinear_advantage.models import Classifier, conv_bn, make_activation
 from repo_copy import TINY
@@ -39,9 +39,9 @@ def registered(monkeypatch):
                                                  num_classes=3))
     monkeypatch.setitem(architectures.ARCHITECTURES, "toy", architectures.Architecture(
         "test_extending:toy_net", toy_parameters, lambda d: d >= 2, ">= 2"))
-    schemas.load.cache_clear()
+    plan.params_schema.cache_clear()
     yield
-    schemas.load.cache_clear()
+    plan.params_schema.cache_clear()
 
 
 def write_toy_data(path, seed=0) -> None:
@@ -74,11 +74,10 @@ def test_toy_dataset_and_architecture_through_the_pipeline(registered, tmp_path,
     assert [r.arm for r in runs] == ["baseline", "baseline", "shallow", "shallow", "dense", "sparse", "pretrain",
                                      "posthoc", "late"]
     for run in runs:  # in plan order: the dense start exists before the post-hoc run starts from it
-        out = tmp_path / plan.run_dir(run.id)
-        trainer.train(plan.run_config(params, run.id), out, progress=False)
-        fileio.write_json(out / "depth.json", measure.measure(out))
-    summary = tmp_path / "summary.csv"
-    aggregate.aggregate([tmp_path / plan.run_dir(r.id) for r in runs], summary)
+        trainer.train(plan.run_config(params, run.id), tmp_path / plan.run_dir(run.id), progress=False)
+    summary, depth = tmp_path / "summary.csv", tmp_path / "depth.json"
+    measure.write_depth(depth, measure.measure_study(params, tmp_path / "runs"))
+    aggregate.aggregate([tmp_path / plan.run_dir(r.id) for r in runs], summary, depth)
 
     rows = list(csv.DictReader(summary.open()))
     assert [r["run"] for r in rows] == [r.id for r in runs]

@@ -35,8 +35,10 @@ def test_dvc_stages_follow_the_arm_table():
         train = stages[f"train_{name}"]
         assert set(train["matrix"]) == set(arm.all_axes())
         assert "src/nonlinear_advantage/trainer.py" in train["deps"]
+        assert train["deps"][0] == f"configs/{generate._item(plan.pattern(name))}.yaml"  # its config, not params
+        assert "params" not in train and "src/nonlinear_advantage/plan.py" not in train["deps"]
         if arm.init_from:
-            assert f"runs/{generate._item(arm.init_from)}/checkpoint.pt" in train["deps"]
+            assert f"runs/{generate._item(plan.pattern(arm.init_from))}/checkpoint.pt" in train["deps"]
         assert "src/nonlinear_advantage/report.py" not in train["deps"]
     assert "src/nonlinear_advantage/report.py" in stages["report"]["deps"]
     assert "src/nonlinear_advantage/trainer.py" not in stages["report"]["deps"]

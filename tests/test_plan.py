@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nonlinear_advantage import models, plan
+from nonlinear_advantage import architectures, models, plan
 from nonlinear_advantage.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,7 +189,7 @@ def test_budget_epochs_counts_the_checkpoint_a_run_starts_from(params, monkeypat
     by_id = {r.id: r for r in plan.runs(params)}
     assert plan.budget_epochs(params, by_id["digits/pretrain/s0"]) == 4
     assert plan.budget_epochs(params, by_id["digits/posthoc/shift1.5-s0"]) == 7
-    monkeypatch.setitem(plan.ARMS, "late", dataclasses.replace(plan.ARMS["late"], init_from="{dataset}/dense/s{seed}"))
+    monkeypatch.setitem(plan.ARMS, "late", dataclasses.replace(plan.ARMS["late"], init_from=plan.DENSE))
     assert plan.budget_epochs(params, by_id["digits/late/at0.5-shift1.5-s0"]) == 14
 
 
@@ -203,41 +203,11 @@ def test_posthoc_epochs_of_the_whole_budget_are_refused(params, epochs):
     plan.validate(params, source="tiny")
 
 
-def _perturb_all_but(params: dict, keep: list[str], dataset: str) -> dict:
-    """A copy of params where every leaf outside ``keep`` (dotted keys) is changed."""
-    out = copy.deepcopy(params)
-    kept = {k.format(dataset=dataset) for k in keep}
-
-    def walk(tree, prefix):
-        for key, value in tree.items():
-            path = f"{prefix}{key}"
-            if any(path == k or path.startswith(k + ".") or k.startswith(path + ".") for k in kept):
-                if isinstance(value, dict) and path not in kept:
-                    walk(value, path + ".")
-                continue
-            if isinstance(value, bool):
-                tree[key] = not value
-            elif isinstance(value, int | float) and key not in ("depth", "train_size", "val_size", "test_size"):
-                tree[key] = value + 1
-    walk(out, "")
-    return out
-
-
-@pytest.mark.parametrize("arm", list(plan.ARMS))
-def test_a_run_config_reads_only_the_keys_its_arm_declares(params, arm):
-    """DVC's params deps are the arm's `reads`: a key read but not declared would not rerun the stage."""
-    run = next(r for r in plan.runs(params) if r.arm == arm)
-    keep = list(plan.ARMS[arm].reads) + list(plan.ARMS[arm].all_axes().values())
-    perturbed = _perturb_all_but(params, keep, run.fields["dataset"])
-    assert perturbed != params
-    assert plan.run_config(perturbed, run.id) == plan.run_config(params, run.id)
-
-
 def test_runs_carry_their_fields_and_ids_are_unique(params):
     runs = plan.runs(params)
     assert len({r.id for r in runs}) == len(runs)
     for run in runs:
-        assert run.id == plan.ARMS[run.arm].pattern.format(**run.fields)
+        assert run.id == plan.pattern(run.arm).format(**run.fields) and run.dir == run.id
         assert set(run.fields) == set(plan.ARMS[run.arm].all_axes())
 
 
@@ -246,6 +216,29 @@ def test_code_modules_follow_imports():
     assert "report" in plan.code_modules("report") and "trainer" not in plan.code_modules("report")
     assert "torch" not in plan.code_modules("report")
     assert plan.code_digest("trainer") != plan.code_digest("report")
+
+
+def test_the_trainers_code_holds_no_plan_and_no_registry_rows():
+    """A training job trains from its resolved config: the plan, the registries and the data
+    stage's download code are not what decides its output (a new arm or row retrains nothing)."""
+    trainer = plan.code_modules("trainer")
+    assert not {"plan", "architectures", "datasets", "data", "analysis", "aggregate"} & set(trainer)
+    assert {"models", "prelu", "depth", "schemas", "prepared"} <= set(trainer)
+    # the schema it validates with counts; the params schema does not
+    files = plan.code_files("trainer")
+    assert "src/nonlinear_advantage/schema_files/run.schema.json" in files
+    assert not any("params.schema" in f for f in files)
+    assert "src/nonlinear_advantage/schema_files/params.schema.json" in plan.code_files("plan")
+    for name in ("aggregate", "figures", "report", "measure"):  # they read params.yaml
+        assert "src/nonlinear_advantage/schema_files/params.schema.json" in plan.code_files(name), name
+
+
+def test_every_registry_builder_is_in_the_trainers_code():
+    """Builders are loaded by name from the run config: their module must be a module the
+    trainer's code digest covers, or an edit to it would retrain nothing."""
+    trainer = {f"nonlinear_advantage.{m}" for m in plan.code_modules("trainer")}
+    for name, arch in architectures.ARCHITECTURES.items():
+        assert arch.builder.split(":")[0] in trainer, name
 
 
 def test_plan_does_not_import_torch():

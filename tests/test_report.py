@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -27,7 +28,7 @@ def built(tmp_path_factory):
     summary = write_study(root)
     fig_dir = root / "reports" / "figures"
     assert cli.main(["figures", "--summary", str(summary), "--runs", str(root / "runs"),
-                     "--out", str(fig_dir)]) == 0
+                     "--depth", str(root / "results" / "depth.json"), "--out", str(fig_dir)]) == 0
     params = root / "params.yaml"
     shutil.copy(Path(__file__).parent / "fixtures" / "tiny_params.yaml", params)
     pdfs = []
@@ -46,18 +47,22 @@ def test_figures_written(built):
 def test_every_panel_of_every_figure_has_data(built):
     """An empty panel passes a file-size check: look inside each drawn figure instead."""
     df = analysis.load_summary(built["summary"])
+    study = figures.Study(built["root"] / "runs", json.loads((built["root"] / "results" / "depth.json").read_text()))
     for spec in figures.FIGURES:
-        fig = spec.draw(df, built["root"] / "runs", analysis.Thresholds.from_params())
+        fig = spec.draw(df, study, analysis.Thresholds.from_params())
         for ax in fig.axes:
             if ax.get_label() == "<colorbar>":
                 continue
             drawn = len(ax.lines) + len(ax.collections) + len(ax.patches) + len(ax.images) + len(ax.texts)
             assert drawn, f"{spec.stem}: panel {ax.get_title()!r} / {ax.get_ylabel()!r} is empty"
+            if spec.stem == "core_networks":  # a "no depth" note is text: the heat map must be there
+                assert ax.images, f"core_networks: panel {ax.get_title()!r} has no heat map"
 
 
 def test_figures_are_deterministic(built, tmp_path):
     again = tmp_path / "figures"
-    figures.make_figures(built["summary"], built["root"] / "runs", again, analysis.Thresholds.from_params(),
+    figures.make_figures(built["summary"], built["root"] / "runs", built["root"] / "results" / "depth.json", again,
+                         analysis.Thresholds.from_params(),
                          formats=("png", "pdf"))
     for spec in figures.FIGURES:
         assert (again / f"{spec.stem}.png").read_bytes() == (built["figures"] / f"{spec.stem}.png").read_bytes()

@@ -1,6 +1,8 @@
 """``aggregate``: every run's metrics, config and depth into ``results/summary.csv``.
 
-One row per run (columns: docs/interfaces.md), plus ``results/curves.csv``: every run's
+One row per run of the plan (columns: docs/interfaces.md): a run that shares its network with
+another (plan.runs: ``trained_as``) has its own row, read from that run's files. Depth comes
+from the study's depth file (``measure``: results/depth.json). Plus ``results/curves.csv``: every run's
 history.csv stacked, with the run's identity in front; DVC declares it as a plot.
 Rows come in a fixed order (dataset, arm, depth, width kind, λ, seed), so the same runs
 always give the same bytes.
@@ -42,13 +44,18 @@ def _read(run_dir: Path, name: str):
         raise UserError(f"run {run_dir}: {name} cannot be read: {exc}") from None
 
 
-def summary_row(run_dir: Path) -> dict:
-    metrics, config, depth = (_read(run_dir, n) for n in ("metrics.json", "config.yaml", "depth.json"))
-    model, name = config["model"], config["name"]
+def summary_row(run_dir: Path, depths: dict[str, dict], entry: plan.Run | None = None) -> dict:
+    """The row of the run trained in ``run_dir``; as the plan's ``entry`` when given (a run that
+    shares another's network: its own id and fields, that run's numbers)."""
+    metrics, config = (_read(run_dir, n) for n in ("metrics.json", "config.yaml"))
+    model, trained = config["model"], config["name"]
+    if trained not in depths:
+        raise UserError(f"run {trained}: not in the depth file (measure the study again)")
+    depth = depths[trained]
     missing = [k for k in FROM_METRICS if k not in metrics] + [k for k in FROM_DEPTH if k not in depth]
     if missing:
-        raise UserError(f"run {name}: missing keys {', '.join(missing)} in metrics.json/depth.json")
-    fields = config.get("fields") or {}
+        raise UserError(f"run {trained}: missing keys {', '.join(missing)} in metrics.json/the depth file")
+    name, fields = (entry.id, {"arm": entry.arm, **entry.fields}) if entry else (trained, config.get("fields") or {})
     if not {"dataset", "arm"} <= set(fields):
         raise UserError(f"run {name}: config.yaml has no fields.dataset/fields.arm (not trained from the plan?)")
     row = {
@@ -75,9 +82,13 @@ def curve_rows(run_dir: Path, row: dict) -> list[dict]:
         return [{k: row[k] for k in CURVE_KEYS} | r for r in csv.DictReader(f)]
 
 
-def aggregate(run_dirs, out, curves=None) -> list[dict]:
-    """Write the summary (and the stacked curves); return the summary rows."""
-    pairs = sorted(((summary_row(Path(d)), Path(d)) for d in run_dirs), key=lambda p: _order(p[0]))
+def aggregate(run_dirs, out, depth, curves=None, entries=None) -> list[dict]:
+    """Write the summary (and the stacked curves); return the summary rows. ``depth`` is the
+    study's depth file; ``entries``, the plan's run of each directory (default: its config's)."""
+    depths = fileio.read_json(depth, "measure the study first (python -m nonlinear_advantage measure)")
+    entries = entries or [None] * len(run_dirs)
+    pairs = sorted(((summary_row(Path(d), depths, e), Path(d)) for d, e in zip(run_dirs, entries, strict=True)),
+                   key=lambda p: _order(p[0]))
     if not pairs:
         raise UserError("aggregate: no runs given")
     rows = [row for row, _ in pairs]
@@ -93,17 +104,19 @@ def add_cli(subparsers) -> None:
     p = subparsers.add_parser("aggregate", help="one row per run into results/summary.csv")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories; with --params, the runs root")
     p.add_argument("--out", required=True, help="summary CSV, e.g. results/summary.csv")
+    p.add_argument("--depth", required=True, help="the study's depth file, e.g. results/depth.json (measure)")
     p.add_argument("--curves", help="also stack every run's history.csv here, e.g. results/curves.csv")
     p.add_argument("--params", help="read exactly the runs these params plan, from under the one RUN_DIR given")
     p.set_defaults(func=_cli)
 
 
 def _cli(args) -> int:
-    run_dirs = args.runs
+    run_dirs, entries = args.runs, None
     if args.params:
         if len(run_dirs) != 1:
             raise UserError("with --params, give one directory: the root the runs live under (runs)")
-        run_dirs = [plan.run_dir(r, root=run_dirs[0]) for r in plan.run_ids(plan.load_params(args.params))]
-    rows = aggregate(run_dirs, args.out, args.curves)
+        entries = plan.runs(plan.load_params(args.params))
+        run_dirs = [plan.run_dir(run.dir, root=run_dirs[0]) for run in entries]
+    rows = aggregate(run_dirs, args.out, args.depth, args.curves, entries)
     print(f"aggregate: {len(rows)} runs -> {args.out}" + (f", {args.curves}" if args.curves else ""))
     return 0

@@ -2,18 +2,20 @@
 
 Torch-free on purpose: the study plan needs parameter counts (to widen baselines) while the
 Snakefile is parsed, and ``snakemake -n`` must not import torch. The builder is named by its
-import path and loaded only when a network is built. The parameter count is a closed form of
+import path: the plan writes it into each run config (``model.builder``), and the trainer loads it
+by name, so the trainer's code is the builder's module and never this table (a new row retrains
+nothing). The parameter count is a closed form of
 the same network; tests/test_models.py checks it against every built model.
 Adding an architecture starts here (docs/extending.md).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import UserError
+from .layouts import plain_stage_convs
 
 
 def _conv_bn(cin: int, cout: int, kernel: int = 3) -> int:
@@ -33,12 +35,6 @@ def resnet_parameters(depth: int, width: int, in_channels: int, num_classes: int
     return total + cin * num_classes + num_classes
 
 
-def plain_stage_convs(depth: int) -> list[int]:
-    """Convolutions per stage of a plain net: depth − 1 of them, spread over three stages."""
-    convs = depth - 1
-    return [convs // 3 + (1 if stage < convs % 3 else 0) for stage in range(3)]
-
-
 def plain_parameters(depth: int, width: int, in_channels: int, num_classes: int, activation: str) -> int:
     act = 1 if activation == "prelu" else 0
     total, cin = 0, in_channels
@@ -55,10 +51,6 @@ class Architecture:
     parameters: Callable[[int, int, int, int, str], int]  # (depth, width, in_channels, classes, activation)
     valid_depth: Callable[[int], bool]
     depth_rule: str  # says what valid_depth accepts, for messages
-
-    def build(self, *args):
-        module, name = self.builder.split(":")
-        return getattr(importlib.import_module(module), name)(*args)
 
 
 ARCHITECTURES: dict[str, Architecture] = {

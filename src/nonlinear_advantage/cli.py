@@ -17,8 +17,16 @@ from .errors import UserError
 # Module per stage, in pipeline order; each defines add_cli(subparsers).
 STAGE_MODULES = ("data", "trainer", "measure", "plan", "aggregate", "figures", "report", "generate")
 COMMAND_MODULE = {"download": "data", "prepare": "data", "train": "trainer", "measure": "measure",
-                  "validate-params": "plan", "aggregate": "aggregate", "figures": "figures", "report": "report",
-                  "generate": "generate"}
+                  "validate-params": "plan", "configure": "plan", "aggregate": "aggregate", "figures": "figures",
+                  "report": "report", "generate": "generate"}
+
+
+def run_config(params_path: str, run_id: str) -> dict:
+    """``train --params P --run R``: the run's config as ``configure`` resolves it. The plan is
+    loaded by name, so that it is not part of the trainer's code: a pipeline job trains from
+    the resolved config file, which is its dependency (plan.py, "code as a dependency")."""
+    plan = importlib.import_module(".plan", __package__)
+    return plan.run_config(plan.load_params(params_path), run_id)
 
 
 def build_parser(modules=STAGE_MODULES) -> argparse.ArgumentParser:

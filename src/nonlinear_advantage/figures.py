@@ -10,7 +10,6 @@ inputs give the same bytes.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from . import analysis
 from .errors import UserError
-from .fileio import atomic_path, write_json
+from .fileio import atomic_path, read_json, write_json
 
 METHOD_FILE = "method.json"  # run settings gathered from the runs' config.yaml, for the report
 STYLE = {
@@ -110,14 +109,21 @@ def accuracy_vs_apl(df: pd.DataFrame, th: analysis.Thresholds) -> Figure:
     return fig
 
 
-def _heatmap_rows(df: pd.DataFrame, runs: Path) -> tuple[list[float], np.ndarray | None, np.ndarray | None]:
-    """λ values and (nonlinear, width) matrices from the depth.json of each sparse λ."""
+@dataclass(frozen=True)
+class Study:
+    """What the drawings read besides the summary: the runs' directories and the study's depth file."""
+
+    runs: Path
+    depths: dict[str, dict]
+
+
+def _heatmap_rows(df: pd.DataFrame, depths: dict) -> tuple[list[float], np.ndarray | None, np.ndarray | None]:
+    """λ values and (nonlinear, width) matrices from the depth file's entry of each sparse λ."""
     lams, counts, widths = [], [], []
     for row in _first_seed(df[df.arm == "sparse"]).itertuples():
-        path = run_dir(runs, row.run) / "depth.json"
-        if not path.is_file():
+        if row.run not in depths:
             continue
-        layers = sorted(json.loads(path.read_text())["layers"], key=lambda r: r["index"])
+        layers = sorted(depths[row.run]["layers"], key=lambda r: r["index"])
         lams.append(row.lam)
         counts.append([r["nonlinear"] for r in layers])
         widths.append([r["width"] for r in layers])
@@ -126,15 +132,15 @@ def _heatmap_rows(df: pd.DataFrame, runs: Path) -> tuple[list[float], np.ndarray
     return lams, np.array(counts, float), np.array(widths, float)
 
 
-def core_networks(df: pd.DataFrame, runs: Path) -> Figure:
+def core_networks(df: pd.DataFrame, depths: dict) -> Figure:
     order = analysis.datasets_by_difficulty(df)
     fig, axes = _grid(len(order), width=4.6, height=2.6)
     image = None
     for ax, dataset in zip(axes, order, strict=False):
-        lams, counts, widths = _heatmap_rows(df[df.dataset == dataset], runs)
+        lams, counts, widths = _heatmap_rows(df[df.dataset == dataset], depths)
         ax.set_title(dataset)
         if counts is None:
-            ax.text(0.5, 0.5, "no depth.json for the sparse runs", ha="center", va="center",
+            ax.text(0.5, 0.5, "no depth for the sparse runs", ha="center", va="center",
                     transform=ax.transAxes)
             continue
         image = ax.imshow(counts / widths, aspect="auto", cmap="viridis", vmin=0, vmax=1,
@@ -317,7 +323,7 @@ class FigureSpec:
     section: str  # the report section it appears in
     title: str  # one line: what it shows
     about: str  # how to read it (the Snakemake report's caption)
-    draw: Callable[[pd.DataFrame, Path, analysis.Thresholds], Figure]  # (summary, runs dir, thresholds)
+    draw: Callable[[pd.DataFrame, Study, analysis.Thresholds], Figure]  # (summary, study, thresholds)
     caption: Callable[[pd.DataFrame, analysis.Thresholds], str]  # the PDF's caption, with the numbers
 
 
@@ -329,7 +335,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "of similar depth at their own width and widened to the full network's parameter count. Black line: "
         "dense network; grey band: the collapse tolerance; dashed line: the collapse onset computed by "
         "``analysis.collapse_onset``.",
-        lambda df, runs, th: accuracy_vs_apl(df, th),
+        lambda df, study, th: accuracy_vs_apl(df, th),
         lambda df, th: "Sparse runs from scratch (one point per λ, mean over seeds) against baselines "
         "of similar depth (squares: own width; triangles: widened to the full network's parameter count; "
         "dN = ResNet depth, pN = plain CNN depth). Black line: the dense network; grey band: the tolerance "
@@ -341,16 +347,16 @@ FIGURES: tuple[FigureSpec, ...] = (
         "core_networks", "Core networks",
         "Nonlinear channels per layer for each λ of the from-scratch sparse runs.",
         "Nonlinear channels per activation layer (numbers) and as a fraction of each layer's width (colour), "
-        "one row per λ of the from-scratch sparse runs, read from each run's depth.json.",
-        lambda df, runs, th: core_networks(df, runs),
+        "one row per λ of the from-scratch sparse runs, read from the study's depth file (results/depth.json).",
+        lambda df, study, th: core_networks(df, study.depths),
         lambda df, th: "Nonlinear channels per activation layer (numbers) and as a fraction of the "
-        "layer's width (colour), for each λ of the from-scratch sparse runs (first seed), from depth.json.",
+        "layer's width (colour), for each λ of the from-scratch sparse runs (first seed), from the study's depth file.",
     ),
     FigureSpec(
         "core_plateau", "Core networks",
         "Effective depth and total nonlinear width against λ.",
         "The shaded range is the plateau found by ``analysis.core_plateau``; dotted lines mark the dense APL.",
-        lambda df, runs, th: core_plateau(df, th),
+        lambda df, study, th: core_plateau(df, th),
         lambda df, th: "Normalized APL and total nonlinear channels against λ (from-scratch sparse, mean "
         "over seeds). Shaded: the plateau found by the core-network test (spread ≤ "
         f"{th.plateau:.0%}); dotted: the dense APL.",
@@ -360,7 +366,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "Post-hoc against from-scratch sparsification at matched APL.",
         "The shaded area is the gap at matched APL (linear interpolation on the common APL range); the bars "
         "give the mean gap per dataset ordered by dense test error.",
-        lambda df, runs, th: nonlinear_advantage(df),
+        lambda df, study, th: nonlinear_advantage(df),
         lambda df, th: "Post-hoc (dense net, then sparsified) against from-scratch sparse accuracy, mean ± sd "
         "over seeds per λ. Shaded: the gap at matched APL on the interpolation grid. Right: mean gap per dataset, "
         "ordered by "
@@ -371,7 +377,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "Linearizing early against late in training, at the same budget.",
         "One curve per epoch at which the prior switches on, within the same budget of epochs: 0 is the "
         "from-scratch sparse arm. Mean over seeds, ± sd; black line: the dense network.",
-        lambda df, runs, th: early_late(df),
+        lambda df, study, th: early_late(df),
         lambda df, th: "Test accuracy against normalized APL for each epoch at which the prior switches on "
         "(0: from scratch), at an equal training budget; mean ± sd over seeds. Later starts above earlier "
         "ones mean linearizing early costs more. Latest start minus from scratch at matched APL: "
@@ -382,7 +388,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         "Training curves of a representative subset of runs.",
         "Validation accuracy and fraction of nonlinear channels per epoch for the dense run, sparse runs at "
         "the smallest, middle and largest λ, and one post-hoc run.",
-        lambda df, runs, th: training_curves(df, runs),
+        lambda df, study, th: training_curves(df, study.runs),
         lambda df, th: "Validation accuracy and fraction of nonlinear channels per epoch for the dense "
         "run, sparse runs at the smallest, middle and largest λ, and the post-hoc run at the middle λ "
         "(first seed), against epochs since initialization: a post-hoc run's follow its dense start's.",
@@ -409,15 +415,16 @@ def method_settings(df: pd.DataFrame, runs: Path) -> dict:
     return {k: sorted((v for v in values if v is not None), key=str) for k, values in seen.items()}
 
 
-def make_figures(summary: Path, runs: Path, out: Path, th: analysis.Thresholds,
+def make_figures(summary: Path, runs: Path, depth: Path, out: Path, th: analysis.Thresholds,
                  formats: tuple[str, ...] = ("png",)) -> list[Path]:
     df = analysis.load_summary(summary)
     if not runs.is_dir():
         raise UserError(f"runs directory not found: {runs}")
+    study = Study(runs, read_json(depth, "measure the study first (python -m nonlinear_advantage measure)"))
     written = []
     with matplotlib.rc_context(STYLE):
         for spec in FIGURES:
-            written += _save(spec.draw(df, runs, th), out, spec.stem, list(formats))
+            written += _save(spec.draw(df, study, th), out, spec.stem, list(formats))
     write_json(out / METHOD_FILE, method_settings(df, runs))
     return written
 
@@ -426,6 +433,7 @@ def add_cli(subparsers) -> None:
     p = subparsers.add_parser("figures", help="draw the report's figures from summary.csv and the runs")
     p.add_argument("--summary", type=Path, required=True, help="results/summary.csv")
     p.add_argument("--runs", type=Path, required=True, help="the runs/ directory")
+    p.add_argument("--depth", type=Path, required=True, help="the study's depth file: results/depth.json")
     p.add_argument("--out", type=Path, required=True, help="directory for the figures")
     p.add_argument("--formats", default="png", help="comma-separated: png, pdf, svg (default %(default)s)")
     p.add_argument("--params", type=Path, help="params.yaml: its analysis section sets the thresholds "
@@ -438,6 +446,7 @@ def _main(args: argparse.Namespace) -> int:
     bad = [f for f in formats if f not in ("png", "pdf", "svg")]
     if bad:
         raise UserError(f"--formats: unknown format(s) {', '.join(bad)}")
-    paths = make_figures(args.summary, args.runs, args.out, analysis.Thresholds.from_file(args.params), formats)
+    thresholds = analysis.Thresholds.from_file(args.params)
+    paths = make_figures(args.summary, args.runs, args.depth, args.out, thresholds, formats)
     print(f"wrote {len(paths)} figures to {args.out}")
     return 0

@@ -54,6 +54,17 @@ def write_json(path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def read_json(path, hint: str = ""):
+    """A JSON file the pipeline wrote; a missing or unreadable one is a UserError naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing" + (f": {hint}" if hint else "")) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} cannot be read: {exc}") from None
+
+
 def torch_save(obj, path) -> None:
     import torch  # here, not at the top: the analysis stages use this module without torch
 

@@ -1,8 +1,10 @@
 """``generate``: write the files derived from the registries, so that no one edits copies.
 
-* ``dvc.yaml``: one train and one measure stage per arm of the plan's arm table, each a DVC
-  ``matrix`` over the params keys that list the arm's runs (``dvc exp run -S`` still changes a
-  sweep), whose deps include the package modules it runs;
+* ``dvc.yaml``: ``configure`` (every run's resolved config, from params.yaml), one train stage
+  per arm of the plan's arm table, each a DVC ``matrix`` over the params keys that list the
+  arm's runs (``dvc exp run -S`` still changes a sweep) and depending on its run's config file,
+  not on params.yaml; then one measure stage for the study. Every stage's deps include its code
+  (plan.code_files);
 * ``workflow/report/figures.rst``: the Snakemake report's caption, from the figure registry.
 
 Each file's first line names this command; tests/test_generate.py checks that regenerating
@@ -31,28 +33,28 @@ def _item(pattern: str) -> str:
     return re.sub(r"\{(\w+)\}", r"${item.\1}", pattern)
 
 
-def _train_stage(arm: plan.Arm) -> dict:
-    run = _item(arm.pattern)
-    deps = [_item("data/prepared/{dataset}.pt")]
-    if arm.init_from:
-        deps.append(f"runs/{_item(arm.init_from)}/checkpoint.pt")
+def _configure_stage() -> dict:
+    # Every params section but the analysis thresholds decides some run config.
+    sections = [key for key in plan.params_schema()["properties"] if key != "analysis"]
     return {
-        "matrix": {name: f"${{{key}}}" for name, key in arm.all_axes().items()},
-        "cmd": f"python -m nonlinear_advantage train --params {PARAMS} --run {run} --out runs/{run}",
-        "deps": deps + plan.code_files("trainer"),
-        "params": [_item(key) for key in arm.reads],
-        "outs": [f"runs/{run}/{name}" for name in plan.TRAIN_FILES if name != "metrics.json"],
-        "metrics": [f"runs/{run}/metrics.json"],
+        "cmd": f"python -m nonlinear_advantage configure --params {PARAMS} --out {plan.CONFIG_DIR}",
+        "deps": plan.code_files("plan"),
+        "params": sections,
+        "outs": [plan.CONFIG_DIR],
     }
 
 
-def _measure_stage(arm: plan.Arm) -> dict:
-    run = f"runs/{_item(arm.pattern)}"
+def _train_stage(name: str, arm: plan.Arm) -> dict:
+    run = _item(plan.pattern(name))
+    deps = [_item(plan.config_path(plan.pattern(name))), _item(plan.data_path("{dataset}"))]
+    if arm.init_from:
+        deps.append(f"runs/{_item(plan.pattern(arm.init_from))}/checkpoint.pt")
     return {
-        "matrix": {name: f"${{{key}}}" for name, key in arm.all_axes().items()},
-        "cmd": f"python -m nonlinear_advantage measure --run {run} --out {run}/depth.json",
-        "deps": [f"{run}/checkpoint.pt", f"{run}/config.yaml", *plan.code_files("measure")],
-        "outs": [f"{run}/depth.json"],
+        "matrix": {field: f"${{{key}}}" for field, key in arm.all_axes().items()},
+        "cmd": f"python -m nonlinear_advantage train --config {deps[0]} --out runs/{run}",
+        "deps": deps + plan.code_files("trainer"),
+        "outs": [f"runs/{run}/{name}" for name in plan.TRAIN_FILES if name != "metrics.json"],
+        "metrics": [f"runs/{run}/metrics.json"],
     }
 
 
@@ -62,7 +64,8 @@ def _data_stages() -> dict:
         " --train-size ${item.train_size} --val-size ${item.val_size} --test-size ${item.test_size}"
         " --pool ${item.pool} --seed ${data_seed}"
     )
-    code = plan.code_files("data")
+    # A data stage depends on its dataset's row (configure writes it), not on the whole table.
+    code = [f"{plan.CONFIG_DIR}/datasets/${{key}}.json", *plan.code_files("data")]
     return {
         "download": {"foreach": "${datasets}", "do": {
             "cmd": "python -m nonlinear_advantage download ${key} --out data/raw/${key}",
@@ -76,11 +79,18 @@ def _study_stages() -> dict:
     # The run list depends on these top-level params keys (and nothing else).
     listing = list(dict.fromkeys(key.split(".")[0] for arm in plan.ARMS.values() for key in arm.all_axes().values()))
     return {
+        # Every run's depth in one job (a process per run would pay torch's start-up for each).
+        "measure": {
+            "cmd": f"python -m nonlinear_advantage measure --params {PARAMS} --out results/depth.json runs",
+            "deps": ["runs", *plan.code_files("measure")],
+            "params": listing,
+            "outs": ["results/depth.json"],
+        },
         # Reads the runs that params.yaml plans, from under runs/ (DVC cannot list them here).
         "aggregate": {
             "cmd": f"python -m nonlinear_advantage aggregate --params {PARAMS} --out results/summary.csv"
-                   " --curves results/curves.csv runs",
-            "deps": ["runs", *plan.code_files("aggregate")],
+                   " --depth results/depth.json --curves results/curves.csv runs",
+            "deps": ["runs", "results/depth.json", *plan.code_files("aggregate")],
             "params": listing,
             # Its two outputs, declared as plots (`dvc plots show`).
             "plots": [{"results/summary.csv": {"template": "scatter", "x": "apl_normalized", "y": "test_acc"}},
@@ -88,9 +98,10 @@ def _study_stages() -> dict:
         },
         "figures": {
             "cmd": "python -m nonlinear_advantage figures --summary results/summary.csv --runs runs"
-                   f" --params {PARAMS} --out reports/figures",
+                   f" --depth results/depth.json --params {PARAMS} --out reports/figures",
             # The whole file: its analysis section is optional (the schema has defaults).
-            "deps": ["results/summary.csv", "results/curves.csv", "runs", PARAMS, *plan.code_files("figures")],
+            "deps": ["results/summary.csv", "results/curves.csv", "results/depth.json", "runs", PARAMS,
+                     *plan.code_files("figures")],
             "outs": ["reports/figures"],
         },
         "report": {
@@ -103,9 +114,8 @@ def _study_stages() -> dict:
 
 
 def dvc_yaml() -> str:
-    stages = _data_stages()
-    stages |= {f"train_{name}": _train_stage(arm) for name, arm in plan.ARMS.items()}
-    stages |= {f"measure_{name}": _measure_stage(arm) for name, arm in plan.ARMS.items()}
+    stages = {"configure": _configure_stage()} | _data_stages()
+    stages |= {f"train_{name}": _train_stage(name, arm) for name, arm in plan.ARMS.items()}
     stages |= _study_stages()
     intro = (
         "# The study for `dvc repro`: the same commands and outputs as the Snakefile, derived from the\n"

@@ -1,4 +1,9 @@
-"""The measure stage: effective depth and the per-layer core network of one trained run."""
+"""The measure stage: effective depth and the per-layer core network of the trained runs.
+
+One job measures the whole study (``measure --params P --out results/depth.json runs``): the
+APL of a trained net takes milliseconds, and a process per run would pay the start-up of torch
+(seconds) for each. ``--run DIR`` measures one run directory.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from . import fileio
+from . import fileio, plan
 from .depth import depth_summary
 from .errors import UserError
 from .trainer import load_checkpoint, model_from_checkpoint
@@ -25,23 +30,43 @@ def measure(run_dir: str | Path, eps: float | None = None) -> dict:
     return {"run": ckpt["config"]["name"], "eps": eps, **summary}
 
 
+def measure_study(params: dict, root: str | Path, eps: float | None = None) -> dict[str, dict]:
+    """Every trained run of the plan, by run id (one entry per network: see plan.runs)."""
+    return {run_id: measure(plan.run_dir(run_id, root=str(root)), eps) for run_id in plan.run_ids(params)}
+
+
+def write_depth(path, results: dict[str, dict]) -> None:
+    """The study's depth file: run id -> that run's measure() result (fileio.read_json reads it)."""
+    fileio.write_json(path, results)
+
+
 def _cli(args) -> int:
     if args.eps is not None and args.eps < 0:
         raise UserError(f"--eps must be >= 0, got {args.eps}")
-    result = measure(args.run, args.eps)
-    fileio.write_json(args.out, result)
-    print(f"{result['run']}: APL {result['apl_normalized']:.3f} (normalized), "
-          f"{result['apl_unnormalized']:.3f} (unnormalized), "
-          f"{result['nonlinear_channels']}/{result['total_channels']} nonlinear channels")
+    if args.run:
+        results = {"": measure(args.run, args.eps)}
+        fileio.write_json(args.out, results[""])
+    else:
+        if not args.params:
+            raise UserError("give --run DIR, or --params PARAMS and the runs root (runs)")
+        results = measure_study(plan.load_params(args.params), args.root, args.eps)
+        write_depth(args.out, results)
+    for result in results.values():
+        print(f"{result['run']}: APL {result['apl_normalized']:.3f} (normalized), "
+              f"{result['apl_unnormalized']:.3f} (unnormalized), "
+              f"{result['nonlinear_channels']}/{result['total_channels']} nonlinear channels")
     return 0
 
 
 def add_cli(sub) -> None:
-    p = sub.add_parser("measure", help="measure the APL and per-layer profile of a trained run",
-                       description="Average path length (normalized and unnormalized) and the "
-                                   "per-layer nonlinear widths of RUN/checkpoint.pt.")
-    p.add_argument("--run", required=True, help="run directory holding checkpoint.pt")
-    p.add_argument("--out", required=True, help="depth.json to write")
+    p = sub.add_parser("measure", help="measure the APL and per-layer profile of the trained runs",
+                       description="Average path length (normalized and unnormalized) and the per-layer "
+                                   "nonlinear widths: of every run a params file plans (one JSON file keyed by "
+                                   "run id), or of one run directory (--run).")
+    p.add_argument("root", nargs="?", default="runs", help="the runs root, with --params (default: runs)")
+    p.add_argument("--params", help="params.yaml: measure every run it plans, under ROOT")
+    p.add_argument("--run", help="one run directory holding checkpoint.pt, instead of --params")
+    p.add_argument("--out", required=True, help="the JSON file to write, e.g. results/depth.json")
     p.add_argument("--eps", type=float, default=None,
-                   help="a channel is nonlinear when |1 - slope| > eps (default: the run's eps)")
+                   help="a channel is nonlinear when |1 - slope| > eps (default: each run's eps)")
     p.set_defaults(func=_cli)

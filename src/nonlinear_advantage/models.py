@@ -6,9 +6,11 @@ sparsity prior can find them: a :class:`SparsePReLU` or, for baselines, a :class
 
 from __future__ import annotations
 
+import importlib
+
 from torch import nn
 
-from .architectures import ARCHITECTURES, plain_stage_convs
+from .layouts import plain_stage_convs
 from .prelu import SparsePReLU
 
 ACTIVATIONS = ("prelu", "relu")
@@ -102,6 +104,20 @@ def plain(depth, width, in_channels, num_classes, act, slope_init) -> Classifier
     return Classifier(nn.Sequential(*layers), cin, num_classes)
 
 
+def builder_path(arch: str) -> str:
+    """The builder of ``arch`` when none is named: the function of that name in this module."""
+    return f"{__name__}:{arch}"
+
+
+def load_builder(path: str):
+    """The builder function named by ``module:function`` (architectures.py rows, ``model.builder``)."""
+    module, _, name = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        raise ValueError(f"no network builder {path!r} (module:function; see architectures.py)") from None
+
+
 def build_model(
     arch: str,
     *,
@@ -111,15 +127,17 @@ def build_model(
     num_classes: int,
     activation: str = "prelu",
     slope_init: float = 0.25,
+    builder: str | None = None,
 ) -> nn.Module:
-    """Build a network of the registry (architectures.py); a bad argument is a ValueError naming the allowed values."""
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"arch must be one of {tuple(ARCHITECTURES)}, got {arch!r}")
+    """Build a network with ``builder`` (default: this module's function named ``arch``); a bad
+    argument is a ValueError naming the allowed values. No registry lookup here: the plan names
+    the builder of every run (architectures.py)."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     if width < 1:
         raise ValueError(f"width must be >= 1, got {width}")
-    return ARCHITECTURES[arch].build(depth, width, in_channels, num_classes, activation, slope_init)
+    build = load_builder(builder or builder_path(arch))
+    return build(depth, width, in_channels, num_classes, activation, slope_init)
 
 
 def activation_layers(model: nn.Module) -> list[tuple[str, nn.Module, int]]:

@@ -1,15 +1,19 @@
 """The study plan: validate ``params.yaml``, list every run, and give each run its config.
 
 The **arm table** (:data:`ARMS`) is the one place that says which runs exist: per arm, its
-run-id pattern, its sweep axes, the params keys its config reads, how it is configured and
-which run it starts from. Snakemake (one training rule), the generated dvc.yaml, the trainer
-and aggregate all derive from it. A run id is the run's directory under ``runs/``:
+name and label, its run-id pattern, its sweep axes, how its config differs from the full
+budget's and which arm's run it starts from. Snakemake (one training rule), the generated
+dvc.yaml, aggregate, the figures and the report all derive from it. A run id is the run's
+directory under ``runs/``:
 
     digits/dense/s0            digits/sparse/shift0.9-s0    digits/posthoc/shift0.9-s0
     digits/baseline/d8-own-s0  digits/baseline/d8-wide-s0
 
 A run's fields (dataset, arm, shift, seed, ...) travel as data in its config (``fields``), so
-nothing parses an id back. A grid value is written as ``str(value)`` of the YAML number, which
+nothing parses an id back. ``configure`` writes every run's resolved config to
+``configs/RUN.yaml``, and that file, not the plan, is what a training job depends on: a new
+arm or registry row leaves the configs of existing runs, and so their training, as they are.
+A grid value is written as ``str(value)`` of the YAML number, which
 is how DVC interpolates it too. Grids are prior shifts (how far the prior can move a slope over
 the run, see schedule.py); each run's λ is computed from its shift. No torch here: the
 Snakefile imports this module, and ``snakemake -n`` must stay fast.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -30,7 +35,7 @@ from pathlib import Path
 
 import yaml
 
-from . import architectures, schedule, schemas
+from . import architectures, fileio, schedule, schemas
 from .datasets import DATASETS
 from .errors import UserError
 
@@ -44,9 +49,18 @@ RUNTIME_DEFAULTS = {"device": "auto", "precision": "auto", "channels_last": "aut
 # ---- params --------------------------------------------------------------------------------
 
 
+@cache
+def params_schema() -> dict:
+    """The params schema, with the names of the registries' datasets and architectures as enums."""
+    schema = copy.deepcopy(schemas.load(schemas.PARAMS))
+    schema["properties"]["model"]["properties"]["arch"]["enum"] = list(architectures.ARCHITECTURES)
+    schema["properties"]["datasets"]["propertyNames"]["enum"] = list(DATASETS)
+    return schema
+
+
 def validate(params, source: str = "params") -> dict:
     """Check ``params`` against the schema; raise UserError listing every problem by key."""
-    params = schemas.check(params, schemas.PARAMS, source)
+    params = schemas.check(params, params_schema(), source)
     # What JSON schema cannot say: each architecture's own depth rule, and the post-hoc budget.
     depths = {("model.depth", params["model"]["arch"]): params["model"]["depth"]}
     base = params["baseline"]
@@ -95,13 +109,9 @@ def lookup(params: dict, key: str):
 
 
 # ---- the arm table ---------------------------------------------------------------------------
-
-
-def _prior(params: dict, fields: dict, config: dict) -> None:
-    """λ from the grid's prior shift, for this run's steps, learning rates and channels."""
-    dataset = fields["dataset"]
-    config["lam"] = schedule.lam_for_shift(fields["shift"], config, params["datasets"][dataset]["train_size"],
-                                           prior_channels(config["model"], dataset))
+# Arm names: analysis, figures and report import these; no other module spells one.
+BASELINE, SHALLOW, DENSE, SPARSE, PRETRAIN, POSTHOC, LATE = (
+    "baseline", "shallow", "dense", "sparse", "pretrain", "posthoc", "late")
 
 
 def _pretrain(params: dict, fields: dict, config: dict) -> None:
@@ -113,7 +123,6 @@ def _pretrain(params: dict, fields: dict, config: dict) -> None:
 def _posthoc(params: dict, fields: dict, config: dict) -> None:
     config["epochs"] = params["posthoc"]["epochs"]
     config["optimizer"]["lr"] = params["posthoc"]["lr"]
-    _prior(params, fields, config)
 
 
 def start_epoch(start: float, budget: int) -> int:
@@ -123,64 +132,78 @@ def start_epoch(start: float, budget: int) -> int:
 
 def _late(params: dict, fields: dict, config: dict) -> None:
     config["prior_start_epoch"] = start_epoch(fields["start"], config["epochs"])
-    _prior(params, fields, config)
+
+
+def _relu(params: dict, fields: dict, config: dict, arch: str) -> None:
+    """A ReLU network of ``arch`` and the run's depth, at the full net's width or widened to its size."""
+    width = config["model"]["width"]
+    if fields["kind"] == "wide":
+        width = widened_width(params, fields["dataset"], fields["depth"], arch=arch)
+    config["model"].update(arch=arch, builder=architectures.architecture(arch).builder, depth=fields["depth"],
+                           width=width, activation="relu")
 
 
 def _baseline(params: dict, fields: dict, config: dict) -> None:
-    width = config["model"]["width"] if fields["kind"] == "own" else widened_width(params, fields["dataset"],
-                                                                                 fields["depth"])
-    config["model"].update(depth=fields["depth"], width=width, activation="relu")
+    _relu(params, fields, config, params["model"]["arch"])
 
 
 def _shallow(params: dict, fields: dict, config: dict) -> None:
-    width = config["model"]["width"]
-    if fields["kind"] == "wide":
-        width = widened_width(params, fields["dataset"], fields["depth"], arch="plain")
-    config["model"].update(arch="plain", depth=fields["depth"], width=width, activation="relu")
+    _relu(params, fields, config, "plain")
 
 
 @dataclass(frozen=True)
 class Arm:
-    pattern: str  # run id with {field} slots: one directory under runs/
+    label: str  # how figures and the report name it
+    id_tail: str = "s{seed}"  # its run ids are {dataset}/{arm}/{id_tail}: one directory under runs/
     axes: dict[str, str] = field(default_factory=dict)  # field -> params key listing its values
-    reads: tuple[str, ...] = ("model", "train", "datasets.{dataset}.epochs")  # params keys its config reads
-    configure: Callable[[dict, dict, dict], None] = lambda params, fields, config: None  # edits the config
-    init_from: str | None = None  # run-id pattern of the run whose checkpoint it starts from
+    # Edits the run config: epochs, lr, start, model. It never sets λ: run_config does, after it,
+    # from the shift and the config as edited (prior_lam), so no arm's order of edits matters.
+    configure: Callable[[dict, dict, dict], None] = lambda params, fields, config: None
+    init_from: str | None = None  # the arm whose run (same dataset and seed) it starts from
 
     def all_axes(self) -> dict[str, str]:
         return COMMON_AXES | self.axes
 
+    @property
+    def prior(self) -> bool:
+        """Whether the arm trains under the prior (its grid is of prior shifts)."""
+        return "shift" in self.axes
 
-BUDGET = ("model", "train", "datasets.{dataset}.epochs")  # what a run of the full budget reads
-PRIOR = (*BUDGET, "datasets.{dataset}.train_size")  # and with the prior: λ follows the steps per epoch
 
 ARMS: dict[str, Arm] = {
     # ReLU networks of similar depth: the full network's family, and plain CNNs down to APL 1.
-    "baseline": Arm("{dataset}/baseline/d{depth}-{kind}-s{seed}",
-                    axes={"depth": "baseline.depths", "kind": "baseline.widths"}, configure=_baseline),
-    "shallow": Arm("{dataset}/shallow/d{depth}-{kind}-s{seed}",
-                   axes={"depth": "baseline.plain_depths", "kind": "baseline.widths"}, configure=_shallow),
-    "dense": Arm("{dataset}/dense/s{seed}"),
-    "sparse": Arm("{dataset}/sparse/shift{shift}-s{seed}", axes={"shift": "sweep.shifts"}, reads=PRIOR,
-                  configure=_prior),
-    "pretrain": Arm("{dataset}/pretrain/s{seed}", reads=(*BUDGET, "posthoc.epochs"), configure=_pretrain),
-    "posthoc": Arm("{dataset}/posthoc/shift{shift}-s{seed}", axes={"shift": "posthoc.shifts"},
-                   reads=("model", "train", "posthoc", "datasets.{dataset}.train_size"), configure=_posthoc,
-                   init_from="{dataset}/pretrain/s{seed}"),
-    "late": Arm("{dataset}/late/at{start}-shift{shift}-s{seed}", axes={"start": "late.starts", "shift": "late.shifts"},
-                reads=PRIOR, configure=_late),
+    BASELINE: Arm("baseline", "d{depth}-{kind}-s{seed}", axes={"depth": "baseline.depths", "kind": "baseline.widths"},
+                  configure=_baseline),
+    SHALLOW: Arm("plain baseline", "d{depth}-{kind}-s{seed}",
+                 axes={"depth": "baseline.plain_depths", "kind": "baseline.widths"}, configure=_shallow),
+    DENSE: Arm("dense"),
+    SPARSE: Arm("sparse (from scratch)", "shift{shift}-s{seed}", axes={"shift": "sweep.shifts"}),
+    PRETRAIN: Arm("dense start of post-hoc", configure=_pretrain),
+    POSTHOC: Arm("post-hoc", "shift{shift}-s{seed}", axes={"shift": "posthoc.shifts"}, configure=_posthoc,
+                 init_from=PRETRAIN),
+    LATE: Arm("late start", "at{start}-shift{shift}-s{seed}", axes={"start": "late.starts", "shift": "late.shifts"},
+              configure=_late),
 }
+
+
+def pattern(arm: str) -> str:
+    """The run-id pattern of an arm, with {field} slots."""
+    return f"{{dataset}}/{arm}/{ARMS[arm].id_tail}"
 
 
 @dataclass(frozen=True)
 class Run:
-    id: str
+    id: str  # its place in the study: {dataset}/{arm}/...
     arm: str
     fields: dict  # dataset, seed and the arm's own axes, as in params.yaml
+    trained_as: str = ""  # the run that trains its network: its own id, or an identical run's
+
+    @property
+    def dir(self) -> str:
+        return self.trained_as or self.id
 
 
-def runs(params: dict, arms=tuple(ARMS)) -> list[Run]:
-    """Every run of the study, in a fixed order: dataset, seed, arm, then the sweep's order."""
+def _entries(params: dict, arms) -> list[Run]:
     out = []
     for dataset, seed in itertools.product(params["datasets"], params["seeds"]):
         for name in arms:
@@ -188,17 +211,35 @@ def runs(params: dict, arms=tuple(ARMS)) -> list[Run]:
             values = [lookup(params, key) for key in arm.axes.values()]
             for combo in itertools.product(*values):
                 fields = {"dataset": dataset, "seed": seed, **dict(zip(arm.axes, combo, strict=True))}
-                out.append(Run(arm.pattern.format(**fields), name, fields))
+                out.append(Run(pattern(name).format(**fields), name, fields))
     return out
 
 
+def _network_key(config: dict) -> str:
+    """What makes two runs the same network: the run config without its name and fields."""
+    return json.dumps({k: v for k, v in config.items() if k not in ("name", "fields")}, sort_keys=True)
+
+
 @cache
-def _runs_by_id(params_json: str) -> dict[str, Run]:
-    return {run.id: run for run in runs(json.loads(params_json))}
+def _plan(params_json: str) -> tuple[Run, ...]:
+    """Every entry of the study, each with the run that trains it: identical configs train once."""
+    params, first, out = json.loads(params_json), {}, []
+    for entry in _entries(params, tuple(ARMS)):
+        key = _network_key(_resolve(params, entry))
+        trained_as = first.setdefault(key, entry.id)
+        out.append(Run(entry.id, entry.arm, entry.fields, trained_as))
+    return tuple(out)
+
+
+def runs(params: dict, arms=tuple(ARMS)) -> list[Run]:
+    """Every run of the study, in a fixed order: dataset, seed, arm, then the sweep's order. A run
+    whose network another run already trains (own and widened width equal, say) is listed with
+    ``trained_as`` that run: the report shows it under both, and it trains once."""
+    return [run for run in _plan(json.dumps(params, sort_keys=True)) if run.arm in arms]
 
 
 def find_run(params: dict, run_id: str) -> Run:
-    by_id = _runs_by_id(json.dumps(params, sort_keys=True))
+    by_id = {run.id: run for run in runs(params)}
     if run_id not in by_id:
         known = ", ".join(list(by_id)[:4])
         raise UserError(f"run {run_id!r} is not in the plan of these params (runs look like {known}, ...)")
@@ -206,7 +247,8 @@ def find_run(params: dict, run_id: str) -> Run:
 
 
 def run_ids(params: dict, arms=tuple(ARMS)) -> list[str]:
-    return [run.id for run in runs(params, arms)]
+    """The runs to train: one per distinct network."""
+    return [run.id for run in runs(params, arms) if run.dir == run.id]
 
 
 def run_dir(run_id: str, root: str = "runs") -> str:
@@ -215,30 +257,55 @@ def run_dir(run_id: str, root: str = "runs") -> str:
 
 def init_from(run: Run) -> str | None:
     """The checkpoint a run starts from, if its arm starts from another run."""
-    pattern = ARMS[run.arm].init_from
-    return f"{run_dir(pattern.format(**run.fields))}/checkpoint.pt" if pattern else None
+    source = ARMS[run.arm].init_from
+    return f"{run_dir(pattern(source).format(**run.fields))}/checkpoint.pt" if source else None
 
 
 def run_inputs(params: dict, run_id: str) -> dict[str, str]:
-    """The files a run reads: its prepared data, and the checkpoint it starts from."""
+    """The files a run reads besides its config: its prepared data, and the checkpoint it starts from."""
     run = find_run(params, run_id)
-    inputs = {"data": f"data/prepared/{run.fields['dataset']}.pt"}
+    inputs = {"data": data_path(run.fields["dataset"])}
     if init_from(run):
         inputs["init_from"] = init_from(run)
     return inputs
 
 
-def run_config(params: dict, run_id: str) -> dict:
-    """The trainer's run config for ``run_id`` (workflow/schemas/run.schema.json)."""
-    run = find_run(params, run_id)
+def dataset_row(dataset: str) -> dict:
+    """What decides a dataset's raw and prepared files: its row of the table, less where a copy
+    may be found (the checksums decide, not the source; the offline path differs by machine)."""
+    row = dataclasses.asdict(DATASETS[dataset])
+    return {key: value for key, value in row.items() if key not in ("urls", "offline")}
+
+
+def data_path(dataset: str) -> str:
+    return f"data/prepared/{dataset}.pt"
+
+
+CONFIG_DIR = "configs"
+
+
+def config_path(run_id: str, root: str = CONFIG_DIR) -> str:
+    """Where ``configure`` writes a run's resolved config, which ``train --config`` reads."""
+    return f"{root}/{run_id}.yaml"
+
+
+def prior_lam(config: dict, shift: float, train_size: int, dataset: str) -> float:
+    """λ of a run under the prior, from its shift and its config as the trainer will run it: its
+    epochs, learning rates, prior start and batch size, its train split's size and its channels."""
+    return schedule.lam_for_shift(shift, config, train_size, prior_channels(config["model"], dataset))
+
+
+def _resolve(params: dict, run: Run) -> dict:
     model, train = params["model"], params["train"]
+    dataset = run.fields["dataset"]
     config = {
         "name": run.id,
         "fields": {"arm": run.arm, **run.fields},
-        "data": run_inputs(params, run_id)["data"],
-        "model": {"arch": model["arch"], "depth": model["depth"], "width": model["width"],
-                  "activation": "prelu", "slope_init": model["slope_init"]},
-        "epochs": params["datasets"][run.fields["dataset"]]["epochs"],
+        "data": data_path(dataset),
+        "model": {"arch": model["arch"], "builder": architectures.architecture(model["arch"]).builder,
+                  "depth": model["depth"], "width": model["width"], "activation": "prelu",
+                  "slope_init": model["slope_init"]},
+        "epochs": params["datasets"][dataset]["epochs"],
         "batch_size": train["batch_size"],
         "optimizer": dict(train["optimizer"]),
         "schedule": dict(train["schedule"]),
@@ -253,7 +320,16 @@ def run_config(params: dict, run_id: str) -> dict:
         "init_from": init_from(run),
     }
     ARMS[run.arm].configure(params, run.fields, config)
+    if ARMS[run.arm].prior:
+        # The trainer's train split is what `prepare` wrote: exactly train_size images
+        # (validate refuses a train_size the dataset cannot give).
+        config["lam"] = prior_lam(config, run.fields["shift"], params["datasets"][dataset]["train_size"], dataset)
     return copy.deepcopy(config)
+
+
+def run_config(params: dict, run_id: str) -> dict:
+    """The trainer's run config for ``run_id`` (schema_files/run.schema.json)."""
+    return _resolve(params, find_run(params, run_id))
 
 
 # ---- what the Snakefile needs ------------------------------------------------------------------
@@ -290,6 +366,11 @@ def train_outputs(run: str) -> dict[str, str]:
 
 
 # ---- code as a dependency -------------------------------------------------------------------
+# A stage's code is what turns its inputs into its outputs: its command's module, the package
+# modules that module imports, and the schema files it validates with. Not the plan, unless the
+# stage reads the params itself: a training job reads its resolved config (configs/RUN.yaml),
+# so the plan and the registries' rows are not its code. Snakemake hashes these files into a
+# job parameter (code_digest) and DVC lists them as deps (code_files): the same definition.
 
 PACKAGE = Path(__file__).resolve().parent
 # Every command runs through these, whatever its stage module imports.
@@ -305,29 +386,49 @@ def _imports(module: str) -> set[str]:
     return {m for m in found if (PACKAGE / f"{m}.py").is_file()}
 
 
+def _schemas_used(module: str) -> set[str]:
+    """The schemas ``module`` validates with: its ``schemas.PARAMS`` / ``schemas.RUN``."""
+    names = {getattr(schemas, attr): attr for attr in ("PARAMS", "RUN")}
+    return {name for node in ast.walk(ast.parse((PACKAGE / f"{module}.py").read_text()))
+            for name, attr in names.items()
+            if isinstance(node, ast.Attribute) and node.attr == attr and getattr(node.value, "id", "") == "schemas"}
+
+
+# A data job works on one dataset: its row of the dataset table (dataset_row) is its input,
+# not the table's module, so a new row re-downloads nothing.
+ROW_TABLES = {"data": ("datasets",)}
+
+
 @cache
 def code_modules(module: str) -> tuple[str, ...]:
-    """``module`` and every package module it reaches through imports, sorted."""
+    """``module`` and every package module it reaches through imports, sorted (less the tables
+    whose rows are the stage's input, ROW_TABLES)."""
     seen, todo = set(), [module, *ENTRY_MODULES]
     while todo:
         name = todo.pop()
         if name not in seen:
             seen.add(name)
             todo += _imports(name)
-    return tuple(sorted(seen))
+    return tuple(sorted(seen - set(ROW_TABLES.get(module, ()))))
 
 
-def code_files(module: str, root: Path | None = None) -> list[str]:
+def _code_paths(module: str) -> list[Path]:
+    """The files of a stage's code, relative to the package: modules, then the schemas they use."""
+    modules = code_modules(module)
+    used = sorted(set().union(*(_schemas_used(m) for m in modules)))
+    return [Path(f"{m}.py") for m in modules] + [schemas.path(name).relative_to(PACKAGE) for name in used]
+
+
+def code_files(module: str) -> list[str]:
     """The source files a stage runs, relative to the checkout (DVC's deps)."""
-    base = PACKAGE.relative_to(root) if root else Path("src/nonlinear_advantage")
-    return [f"{base}/{m}.py" for m in code_modules(module)]
+    return [f"src/nonlinear_advantage/{path}" for path in _code_paths(module)]
 
 
 def code_digest(module: str) -> str:
     """One sha256 over the source a stage runs (Snakemake's params: a change reruns the stage)."""
     digest = hashlib.sha256()
-    for name in code_modules(module):
-        digest.update(name.encode() + b"\0" + (PACKAGE / f"{name}.py").read_bytes())
+    for path in _code_paths(module):
+        digest.update(str(path).encode() + b"\0" + (PACKAGE / path).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -353,17 +454,50 @@ def prior_channels(model: dict, dataset: str) -> int:
 def budget_epochs(params: dict, run: Run) -> int:
     """Epochs a run's network has trained since initialization, its starting checkpoint's included."""
     epochs = run_config(params, run.id)["epochs"]
-    pattern = ARMS[run.arm].init_from
-    return epochs + (budget_epochs(params, find_run(params, pattern.format(**run.fields))) if pattern else 0)
+    source = ARMS[run.arm].init_from
+    return epochs + (budget_epochs(params, find_run(params, pattern(source).format(**run.fields))) if source else 0)
 
 
 # ---- CLI ---------------------------------------------------------------------------------
+
+
+def configs_digest(params: dict) -> str:
+    """One sha256 over everything ``configure`` writes (the params of Snakemake's configure job)."""
+    text = json.dumps([{run_id: run_config(params, run_id) for run_id in run_ids(params)},
+                       {name: dataset_row(name) for name in params["datasets"]}], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def write_configs(params: dict, root) -> list[str]:
+    """``configure``: each trained run's resolved config to ``root/RUN.yaml``, and each dataset's
+    row to ``root/datasets/NAME.json`` (what a DVC data stage depends on); the files written."""
+    paths = []
+    for name in params["datasets"]:
+        paths.append(f"{root}/datasets/{name}.json")
+        fileio.write_json(paths[-1], dataset_row(name))
+    for run_id in run_ids(params):
+        paths.append(config_path(run_id, root=str(root)))
+        fileio.write_text(paths[-1], yaml.safe_dump(run_config(params, run_id), sort_keys=False))
+    return paths
 
 
 def add_cli(subparsers) -> None:
     p = subparsers.add_parser("validate-params", help="check a params file against the schema and list its runs")
     p.add_argument("params", help="params.yaml or config/paper.yaml")
     p.set_defaults(func=_validate_cli)
+    p = subparsers.add_parser(
+        "configure", help="write every run's resolved config (configs/RUN.yaml), which `train --config` reads",
+        description="Resolve the plan: one run config per network to train. A training job depends on its "
+                    "config file, not on the plan, so a new arm or registry row retrains nothing.")
+    p.add_argument("--params", required=True, help="params.yaml or config/paper.yaml")
+    p.add_argument("--out", default=CONFIG_DIR, help="directory to write into (default: %(default)s)")
+    p.set_defaults(func=_configure_cli)
+
+
+def _configure_cli(args) -> int:
+    paths = write_configs(load_params(args.params), args.out)
+    print(f"configure: {len(paths)} run configs under {args.out}/")
+    return 0
 
 
 def _validate_cli(args) -> int:

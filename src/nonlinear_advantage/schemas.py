@@ -1,6 +1,7 @@
 """The JSON schemas of the files a user writes: ``params.yaml`` and a run config.
 
-One validation source per kind of file (workflow/schemas/*.schema.json). Defaults live in
+One validation source per kind of file (schema_files/*.schema.json, inside the package so that
+a plain ``pip install .`` validates too; workflow/schemas links to them). Defaults live in
 the schema too; :func:`check` fills them in, then reports every problem by its key and the
 file it is in, as a :class:`UserError` (exit 2, no traceback).
 """
@@ -14,8 +15,7 @@ from pathlib import Path
 
 from .errors import UserError
 
-# The schemas live with the workflow; the package is installed editable from this checkout.
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parent / "schema_files"
 PARAMS = "params"
 RUN = "run"
 
@@ -26,18 +26,8 @@ def path(name: str) -> Path:
 
 @cache
 def load(name: str) -> dict:
-    """A schema, with the enums of datasets and architectures filled in from their registries."""
-    from .architectures import ARCHITECTURES
-    from .datasets import DATASETS
-
-    if not path(name).exists():
-        raise UserError(f"{path(name)} not found: the study runs from a checkout (pip install -e .)")
-    schema = json.loads(path(name).read_text())
-    props = schema["properties"]
-    props["model"]["properties"]["arch"]["enum"] = list(ARCHITECTURES)
-    if "datasets" in props:
-        props["datasets"]["propertyNames"]["enum"] = list(DATASETS)
-    return schema
+    """A schema as its file holds it (the plan fills in the registries' enums for params)."""
+    return json.loads(path(name).read_text())
 
 
 def key_path(parts) -> str:
@@ -67,11 +57,12 @@ def with_defaults(instance, schema: dict):
     return out
 
 
-def check(instance, name: str, source: str):
-    """``instance`` with defaults filled in; a UserError listing every problem by key and file."""
+def check(instance, name: str | dict, source: str):
+    """``instance`` with defaults filled in; a UserError listing every problem by key and file.
+    ``name`` is a schema's name, or a schema itself."""
     import jsonschema
 
-    schema = load(name)
+    schema = load(name) if isinstance(name, str) else name
     instance = with_defaults(instance, schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(instance), key=lambda e: (list(map(str, e.absolute_path)), e.message))

@@ -36,12 +36,13 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from . import architectures, fileio, schemas
+from . import cli, fileio, schemas
 from .depth import depth_summary
 from .errors import UserError
 from .models import build_model, parameter_count
 from .optim import SGD
 from .prelu import nonlinearity_penalty, parameter_groups, prox_threshold, proximal_step_, sparse_prelus
+from .prepared import load_prepared
 from .schedule import lr_at, steps_per_epoch
 
 # The columns of history.csv and the keys of metrics.json: the contract aggregate, the figures
@@ -64,10 +65,6 @@ def validate_config(given, source: str = "run config", check_files: bool = True)
     if not isinstance(given, dict):
         raise UserError(f"{source} must be a mapping, got {type(given).__name__}")
     cfg = schemas.check(given, schemas.RUN, source)
-    try:
-        architectures.check_depth(cfg["model"]["arch"], cfg["model"]["depth"])
-    except UserError as exc:
-        raise UserError(f"{source} is invalid:\n  model.depth: {exc}") from None
     if check_files:
         for key in ("data", "init_from"):
             if cfg[key] is not None and not Path(cfg[key]).is_file():
@@ -104,7 +101,8 @@ def load_checkpoint(path: str | os.PathLike, hint: str = "") -> dict:
 def model_from_checkpoint(ckpt: dict) -> nn.Module:
     m = ckpt["config"]["model"]
     model = build_model(m["arch"], depth=m["depth"], width=m["width"], in_channels=ckpt["input_shape"][0],
-                        num_classes=ckpt["num_classes"], activation=m["activation"], slope_init=m["slope_init"])
+                        num_classes=ckpt["num_classes"], activation=m["activation"], slope_init=m["slope_init"],
+                        builder=m.get("builder"))
     model.load_state_dict(ckpt["model"])
     return model
 
@@ -185,8 +183,6 @@ class Split:
 
 
 def load_splits(path: str, device: torch.device) -> tuple[dict[str, Split], dict]:
-    from .data import load_prepared  # the data stage owns the file format
-
     data = load_prepared(path)
     mean = torch.tensor(data["mean"], dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(data["std"], dtype=torch.float32).view(1, -1, 1, 1)
@@ -352,9 +348,9 @@ def build(cfg: dict, info: dict) -> tuple[nn.Module, int]:
     try:
         model = build_model(m["arch"], depth=m["depth"], width=m["width"], in_channels=info["input_shape"][0],
                             num_classes=info["num_classes"], activation=m["activation"],
-                            slope_init=m["slope_init"])
+                            slope_init=m["slope_init"], builder=m["builder"])
     except ValueError as exc:
-        raise UserError(f"run config: 'model': {exc}") from None
+        raise UserError(f"run {cfg['name']}: model: {exc}") from None
     if cfg["init_from"]:
         source = load_checkpoint(cfg["init_from"])
         try:
@@ -578,9 +574,8 @@ def load_run_config(args) -> tuple[dict, str]:
             raise UserError(f"run config {path} is not valid YAML: {exc}") from None
     if not args.run:
         raise UserError("--params needs --run RUN_ID (e.g. digits/sparse/shift0.9-s0)")
-    from .plan import load_params, run_config
-
-    return run_config(load_params(args.params), args.run), f"run {args.run} of {args.params}"
+    # The plan resolves the run on the CLI's side: it is not the trainer's code (cli.py).
+    return cli.run_config(args.params, args.run), f"run {args.run} of {args.params}"
 
 
 def _cli(args) -> int:

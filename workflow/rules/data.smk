@@ -13,6 +13,7 @@ rule download:
     resources:
         mem_mb=2000,
     params:
+        row=lambda wildcards: plan.dataset_row(wildcards.dataset),
         code=plan.code_digest("data"),
     shell:
         "python -m nonlinear_advantage download {wildcards.dataset} --out {output} > {log} 2>&1"
@@ -34,6 +35,7 @@ rule prepare:
         mem_mb=4000,
     params:
         split=lambda wildcards: plan.prepare_args(config, wildcards.dataset),
+        row=lambda wildcards: plan.dataset_row(wildcards.dataset),
         code=plan.code_digest("data"),
     shell:
         "python -m nonlinear_advantage prepare {wildcards.dataset} --raw {input} --out {output} {params.split} > {log} 2>&1"

@@ -1,11 +1,14 @@
+# Depth of every trained run in one job: the APL takes milliseconds a run, and a job per run
+# would pay the start-up of torch for each.
+
+
 rule measure:
     input:
-        checkpoint="runs/{run}/checkpoint.pt",
-        config="runs/{run}/config.yaml",
+        expand("runs/{run}/{file}", run=RUNS, file=("checkpoint.pt", "config.yaml")),
     output:
-        "runs/{run}/depth.json",
+        "results/depth.json",
     log:
-        "logs/measure/{run}.log",
+        "logs/measure.log",
     conda:
         "../envs/train.yaml"
     threads: 1
@@ -14,4 +17,4 @@ rule measure:
     params:
         code=plan.code_digest("measure"),
     shell:
-        "python -m nonlinear_advantage measure --run runs/{wildcards.run} --out {output} > {log} 2>&1"
+        "python -m nonlinear_advantage measure --params $NLA_PARAMS --out {output} runs > {log} 2>&1"

@@ -1,6 +1,7 @@
 rule aggregate:
     input:
-        expand("runs/{run}/{file}", run=RUNS, file=plan.TRAIN_FILES + ("depth.json",)),
+        expand("runs/{run}/{file}", run=RUNS, file=plan.TRAIN_FILES),
+        depth="results/depth.json",
     output:
         summary="results/summary.csv",
         curves="results/curves.csv",
@@ -15,14 +16,15 @@ rule aggregate:
         code=plan.code_digest("aggregate"),
     shell:
         "python -m nonlinear_advantage aggregate --params $NLA_PARAMS --out {output.summary}"
-        " --curves {output.curves} runs > {log} 2>&1"
+        " --depth {input.depth} --curves {output.curves} runs > {log} 2>&1"
 
 
 rule figures:
     input:
         "results/summary.csv",
         "results/curves.csv",
-        expand("runs/{run}/{file}", run=RUNS, file=("history.csv", "depth.json")),
+        "results/depth.json",
+        expand("runs/{run}/{file}", run=RUNS, file=("history.csv", "config.yaml")),
     output:
         report(
             directory("reports/figures"),
@@ -41,8 +43,8 @@ rule figures:
         analysis=config["analysis"],  # the verdict thresholds: a change redraws
         code=plan.code_digest("figures"),
     shell:
-        "python -m nonlinear_advantage figures --summary results/summary.csv --runs runs --params $NLA_PARAMS"
-        " --out {output} > {log} 2>&1"
+        "python -m nonlinear_advantage figures --summary results/summary.csv --runs runs"
+        " --depth results/depth.json --params $NLA_PARAMS --out {output} > {log} 2>&1"
 
 
 rule report:

@@ -1,7 +1,28 @@
-# Every arm of the plan's arm table trains through this one rule. Its inputs (the prepared
-# data, and the checkpoint a post-hoc run starts from) come from the plan; its params carry
-# the resolved run config and the digest of the code it runs, so a changed run, or a changed
-# trainer, reruns exactly what it changes. $NLA_PARAMS: see the Snakefile.
+# Every arm of the plan's arm table trains through this one rule. A training job depends on
+# its resolved run config, its data, the checkpoint it starts from and the trainer's code, not
+# on the plan: a new arm or registry row leaves existing runs alone. The config travels as the
+# rule's params (Snakemake's params trigger compares it); DVC tracks the same config as the
+# file its `configure` stage writes. $NLA_PARAMS: see the Snakefile.
+
+
+# The resolved configs DVC's stages depend on, written here too so that `dvc commit` can adopt
+# a Snakemake run. No job reads them: a job after one that runs is not checked for changed
+# params in the same invocation, so the train rule takes its config from its params instead.
+rule configure:
+    output:
+        directory("configs"),
+    log:
+        "logs/configure.log",
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    params:
+        configs=plan.configs_digest(config),
+        code=plan.code_digest("plan"),
+    shell:
+        "python -m nonlinear_advantage configure --params $NLA_PARAMS --out {output} > {log} 2>&1"
 
 
 rule train:
