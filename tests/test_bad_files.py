@@ -38,7 +38,8 @@ def assert_clean_refusal(proc, path: Path, *why: str) -> None:
 def test_figures_refuses_empty_summary(tmp_path):
     summary = tmp_path / "summary.csv"
     summary.write_bytes(b"")
-    proc = cli("figures", "--summary", summary, "--runs", tmp_path / "runs", "--out", tmp_path / "figs", cwd=tmp_path)
+    proc = cli("figures", "--summary", summary, "--runs", tmp_path / "runs", "--depth", tmp_path / "depth.json",
+              "--out", tmp_path / "figs", cwd=tmp_path)
     assert_clean_refusal(proc, summary, "not a readable summary CSV")
     assert not (tmp_path / "figs").exists() or not any((tmp_path / "figs").iterdir())
 
@@ -48,7 +49,8 @@ def test_figures_refuses_empty_summary(tmp_path):
 def test_other_bad_summaries(tmp_path, capsys, body):  # in-process: the same path as above, faster
     summary = tmp_path / "summary.csv"
     summary.write_bytes(body)
-    assert main(["figures", "--summary", str(summary), "--runs", str(tmp_path), "--out", str(tmp_path / "f")]) == 2
+    assert main(["figures", "--summary", str(summary), "--runs", str(tmp_path), "--depth", str(tmp_path / "d.json"),
+                 "--out", str(tmp_path / "f")]) == 2
     assert capsys.readouterr().err.startswith(f"error: {summary}: not a readable summary CSV")
 
 

@@ -41,17 +41,23 @@ def planned_jobs(repo, *args) -> Counter:
     return Counter(re.findall(r"^(?:local)?rule (\w+):", out, re.M))
 
 
+# What any change of a run reruns besides its training: the configs, the study's depth, summary,
+# figures and report.
+STUDY_JOBS = Counter({"configure": 1, "measure": 1, "aggregate": 1, "figures": 1, "report": 1, "all": 1})
+
+
 def read_summary(repo) -> list[dict]:
     with open(repo / "results" / "summary.csv", newline="") as f:
         return list(csv.DictReader(f))
 
 
 def assert_same_study(repo, reference) -> None:
-    """summary.csv, and every run's checkpoint, depth and config, byte for byte (history.csv
-    and metrics.json hold timings)."""
-    assert (repo / "results" / "summary.csv").read_bytes() == (reference / "results" / "summary.csv").read_bytes()
+    """summary.csv, the depth file, and every run's checkpoint and config, byte for byte
+    (history.csv and metrics.json hold timings)."""
+    for name in ("summary.csv", "depth.json"):
+        assert (repo / "results" / name).read_bytes() == (reference / "results" / name).read_bytes(), name
     for run in plan.run_ids(plan.load_params(repo / "params.yaml")):
-        for name in ("checkpoint.pt", "depth.json", "config.yaml"):
+        for name in ("checkpoint.pt", "config.yaml"):
             assert (repo / "runs" / run / name).read_bytes() == (reference / "runs" / run / name).read_bytes(), (
                 run, name)
 
@@ -106,9 +112,13 @@ def dvc_dag(repo) -> Counter:
         stages = list(dvc.index.stages)
         rows = Counter()
         for stage in stages:
-            rule = re.sub(r"^(train|measure)_\w+", r"\1", stage.name.split("@")[0])  # one DVC stage per arm
+            rule = re.sub(r"^train_\w+", "train", stage.name.split("@")[0])  # one DVC stage per arm
             outputs = tuple(sorted(str(Path(o.fs_path).relative_to(repo)) for o in stage.outs))
-            rows[(rule, " ".join(stage.cmd.split()), outputs)] += 1
+            # DVC trains from the config file `configure` resolved, Snakemake from the same config
+            # resolved in the job (its params): the same run either way.
+            cmd = re.sub(r"train --config configs/(\S+)\.yaml", r"train --params params.yaml --run \1",
+                         " ".join(stage.cmd.split()))
+            rows[(rule, cmd, outputs)] += 1
     return rows
 
 
@@ -118,10 +128,10 @@ def test_snakemake_and_dvc_have_the_same_dag(tmp_path, params):
     git_dvc_init(repo)
     smk, dvc = snakemake_dag(repo), dvc_dag(repo)
     assert smk == dvc
-    # train and measure per run (every arm, the post-hoc runs' dense start included), download and
-    # prepare per dataset, then aggregate, figures and report
+    # train per run (every arm, the post-hoc runs' dense start included), download and prepare per
+    # dataset, then configure, measure (one job), aggregate, figures and report
     planned = plan.load_params(repo / "params.yaml")
-    assert len(smk) == len(plan.run_ids(planned)) * 2 + 2 * len(planned["datasets"]) + 3
+    assert len(smk) == len(plan.run_ids(planned)) + 2 * len(planned["datasets"]) + 5
     assert Counter(rule for rule, _, _ in smk.elements())["train"] == len(plan.run_ids(planned))
 
 
@@ -132,10 +142,10 @@ def test_bad_params_stop_snakemake_before_anything_runs(tmp_path):
     proc = snakemake(repo, "-n", check=False)
     assert proc.returncode != 0
     assert "sweep.shifts[1]" in proc.stdout + proc.stderr and "minimum of 0" in proc.stdout + proc.stderr
-    proc = sh(repo, sys.executable, "-m", "nonlinear_advantage", "train", "--params", "params.yaml",
-              "--run", "digits/dense/s0", "--out", "runs/x", check=False)  # what each DVC stage runs
+    proc = sh(repo, sys.executable, "-m", "nonlinear_advantage", "configure", "--params", "params.yaml",
+              "--out", "configs", check=False)  # DVC's first stage
     assert proc.returncode == 2 and "sweep.shifts[1]" in proc.stderr
-    assert not (repo / "runs").exists() and not (repo / "data").exists()
+    assert not (repo / "runs").exists() and not (repo / "data").exists() and not (repo / "configs").exists()
 
 
 def test_config_edits_on_the_command_line_are_refused(tmp_path):
@@ -235,9 +245,9 @@ def test_one_changed_shift_reruns_exactly_its_jobs(study, old, new, run):
     try:
         (study / "params.yaml").write_text(original.replace(old, new))
         jobs = planned_jobs(study, "--printshellcmds")
-        assert jobs == {"train": 1, "measure": 1, "aggregate": 1, "figures": 1, "report": 1, "all": 1}
+        assert jobs == STUDY_JOBS | {"train": 1}
         out = snakemake(study, "-n", "--printshellcmds").stdout
-        assert Counter(re.findall(r"--run (?:runs/)?(\S+)", out)) == {run: 2}  # train and measure
+        assert Counter(re.findall(r"--run (\S+)", out)) == {run: 1}
     finally:
         (study / "params.yaml").write_text(original)
     assert "Nothing to be done" in snakemake(study, "-n").stdout
@@ -251,10 +261,9 @@ def test_a_changed_run_config_reruns_only_those_runs(study):
     try:
         assert original.count("posthoc: {epochs: 1, lr: 0.02,") == 1
         (study / "params.yaml").write_text(original.replace("lr: 0.02,", "lr: 0.03,"))
-        assert planned_jobs(study) == {"train": 1, "measure": 1, "aggregate": 1, "figures": 1,
-                                       "report": 1, "all": 1}
+        assert planned_jobs(study) == STUDY_JOBS | {"train": 1}
         out = snakemake(study, "-n", "--printshellcmds").stdout
-        assert Counter(re.findall(r"--run (?:runs/)?(\S+)", out)) == {"digits/posthoc/shift1.5-s0": 2}
+        assert Counter(re.findall(r"--run (\S+)", out)) == {"digits/posthoc/shift1.5-s0": 1}
         (study / "params.yaml").write_text(original.replace("posthoc: {epochs: 1", "posthoc: {epochs: 2"))
         proc = snakemake(study, "-n", check=False)
         assert proc.returncode != 0 and "posthoc.epochs: 2 must be less than datasets.digits.epochs (2)" in (
@@ -268,13 +277,13 @@ def test_dvc_checkout_does_not_make_snakemake_rerun(study):
     git_dvc_init(study)
     sh(study, "dvc", "commit", "--force", "--quiet")  # record Snakemake's outputs in dvc.lock
     assert "up to date" in sh(study, "dvc", "status").stdout
-    for path in ("data/prepared", "runs", "results", "reports/figures", "reports/report.pdf"):
+    for path in ("configs", "data/prepared", "runs", "results", "reports/figures", "reports/report.pdf"):
         shutil.rmtree(study / path) if (study / path).is_dir() else (study / path).unlink()
     sh(study, "dvc", "checkout", "--quiet")
     assert (study / "results" / "summary.csv").exists()
     assert "Nothing to be done" in snakemake(study, "-n").stdout
     # The worst order: every stage's outputs older than its inputs.
-    stages = ["data/raw", "data/prepared", "runs/**/c*", "runs/**/[mh]*", "runs/**/depth.json", "results", "reports"]
+    stages = ["configs", "data/raw", "data/prepared", "runs/**/c*", "runs/**/[mh]*", "results", "reports"]
     now = time.time()
     for age, pattern in enumerate(stages):
         for path in [*study.glob(pattern), *study.glob(f"{pattern}/**/*")]:
@@ -286,28 +295,56 @@ def test_dvc_checkout_does_not_make_snakemake_rerun(study):
 
 def _dvc_changed_stages(repo) -> set[str]:
     out = sh(repo, "dvc", "status", "--json").stdout
-    return {re.sub(r"@.*", "", name) for name in json.loads(out or "{}")}
+    return set(json.loads(out or "{}"))
 
 
-@pytest.mark.parametrize("module, snakemake_jobs, dvc_stages", [
-    ("report.py", {"report": 1, "all": 1}, {"report"}),
-    ("trainer.py", {"train": 10, "measure": 10, "aggregate": 1, "figures": 1, "report": 1, "all": 1},
-     {f"{step}_{arm}" for step in ("train", "measure") for arm in plan.ARMS}),
-])
-def test_code_is_a_dependency_in_both_tools(study, module, snakemake_jobs, dvc_stages):
-    """A change to report.py rebuilds only the report; a change to trainer.py retrains."""
+ALL_TRAIN = {f"train_{arm}" for arm in plan.ARMS}
+STUDY_STAGES = {"configure", "measure", "aggregate", "figures", "report"}
+RETRAIN_JOBS = Counter({"train": 10, "measure": 1, "aggregate": 1, "figures": 1, "report": 1, "all": 1})
+CODE = "src/nonlinear_advantage/"
+# An extra arm whose runs differ from every existing run (another seed offset): it must train
+# its own runs and leave the others alone.
+NEW_ARM = """
+ARMS["extra"] = Arm("extra", configure=lambda params, fields, config: config.update(seed=config["seed"] + 100))
+"""
+
+
+@pytest.mark.parametrize("path, edit, snakemake_jobs, dvc_stages", [
+    # a stage's own code: the report alone
+    ("report.py", "\n# a change\n", {"report": 1, "all": 1}, {"report"}),
+    # the code that trains: every run (and the measure job, whose code loads checkpoints with it)
+    *[(f, "\n# a change\n", RETRAIN_JOBS, ALL_TRAIN | {"measure"}) for f in ("trainer.py", "prelu.py", "models.py")],
+    # a schema: what validates with it
+    ("schema_files/run.schema.json", "\n", RETRAIN_JOBS, ALL_TRAIN | {"measure"}),
+    ("schema_files/params.schema.json", "\n", STUDY_JOBS, STUDY_STAGES),
+    # the plan: the stages that read it (which write what they wrote); no training
+    ("plan.py", "\n# a change\n", STUDY_JOBS, STUDY_STAGES),
+    # a registry row: only `configure`, which writes the same configs again
+    ("datasets.py", '\nDATASETS["extra"] = Dataset(shape=(1, 4, 4), reader="digits", files={})\n',
+     {"configure": 1, "all": 1}, {"configure"}),
+    ("architectures.py", '\nARCHITECTURES["resnet2"] = ARCHITECTURES["resnet"]\n', {"configure": 1, "all": 1},
+     {"configure"}),
+    # a new arm: its runs, then what reads every run
+    ("plan.py", NEW_ARM, STUDY_JOBS + Counter(train=1), STUDY_STAGES | {"train_extra@digits-0"}),
+], ids=["report", "trainer", "prelu", "models", "run-schema", "params-schema", "plan", "dataset-row",
+        "architecture-row", "new-arm"])
+def test_only_what_changed_reruns_in_both_tools(study, path, edit, snakemake_jobs, dvc_stages):
+    """Each stage depends on the code that decides its output (plan.py, "code as a dependency")."""
     if not (study / ".dvc" / "tmp").exists() or "up to date" not in sh(study, "dvc", "status").stdout:
         git_dvc_init(study)
         sh(study, "dvc", "commit", "--force", "--quiet")
-    source = study / "src" / "nonlinear_advantage" / module
-    original = source.read_text()
+    source, dvc_yaml = study / CODE / path, study / "dvc.yaml"
+    original, original_dvc = source.read_text(), dvc_yaml.read_text()
     try:
-        source.write_text(original + "\n# a change\n")
+        source.write_text(original + edit)
+        sh(study, sys.executable, "-m", "nonlinear_advantage", "generate")  # a new arm adds its DVC stage
         assert planned_jobs(study) == snakemake_jobs
         # DVC lists a stage once its own deps changed (what follows reruns when it runs).
-        assert _dvc_changed_stages(study) == dvc_stages
+        assert {re.sub(r"@.*", "", s) if not s.startswith("train_extra") else s
+                for s in _dvc_changed_stages(study)} == dvc_stages
     finally:
         source.write_text(original)
+        dvc_yaml.write_text(original_dvc)
     assert "Nothing to be done" in snakemake(study, "-n").stdout
 
 
@@ -337,8 +374,7 @@ def test_dvc_repro_runs_the_study_and_then_is_up_to_date(tmp_path, study):
     sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "tiny study")
     # Post-hoc has its own grid (posthoc.shifts), so only the sparse run is new.
     out = sh(repo, "dvc", "exp", "run", "-S", "sweep.shifts=[0.2,0.5]").stdout
-    assert set(re.findall(r"Running stage '([^']+)'", out)) == {
-        "train_sparse@digits-0-0.5", "measure_sparse@digits-0-0.5", "aggregate", "figures", "report"}, out
+    assert set(re.findall(r"Running stage '([^']+)'", out)) == {"train_sparse@digits-0-0.5"} | STUDY_STAGES, out
 
 
 

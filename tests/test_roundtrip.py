@@ -14,7 +14,7 @@ import time
 import pytest
 
 from repo_copy import ROOT, copy_repo, sh
-from test_pipeline import git_dvc_init, planned_jobs
+from test_pipeline import STUDY_JOBS, git_dvc_init, planned_jobs
 
 # The one step after `dvc pull`, exactly as the README gives it.
 AFTER_PULL = ("snakemake", "--touch", "--forceall")
@@ -47,8 +47,9 @@ def test_push_clone_pull_leaves_nothing_to_run(tmp_path):
     assert UP_TO_DATE in sh(clone, "dvc", "status").stdout
     # Every run's files came back, metrics.json included (a cached output, not only in git).
     for run in ("digits/dense/s0", "digits/posthoc/shift1.5-s0", "digits/baseline/d8-wide-s0"):
-        for name in ("checkpoint.pt", "metrics.json", "history.csv", "config.yaml", "depth.json"):
+        for name in ("checkpoint.pt", "metrics.json", "history.csv", "config.yaml"):
             assert (clone / "runs" / run / name).is_file(), (run, name)
+    assert (clone / "results" / "depth.json").is_file() and (clone / "configs" / "digits" / "dense" / "s0.yaml").is_file()
     assert "digits/dense/s0/metrics.json" in sh(clone, "dvc", "metrics", "show").stdout
     # Without the step Snakemake would rerun the jobs (post-hoc training, measures, ...) whose
     # inputs `dvc pull` happened to write after their outputs: it has no checksums to compare yet.
@@ -57,18 +58,18 @@ def test_push_clone_pull_leaves_nothing_to_run(tmp_path):
 
     # What the step recorded: input checksums, so a later `dvc checkout` (fresh file times, in
     # no order) reruns nothing either, down to the worst order (every output older than its inputs).
-    for path in ("data/prepared", "runs", "results", "reports/figures", "reports/report.pdf"):
+    for path in ("configs", "data/prepared", "runs", "results", "reports/figures", "reports/report.pdf"):
         shutil.rmtree(clone / path) if (clone / path).is_dir() else (clone / path).unlink()
     sh(clone, "dvc", "checkout", "--quiet")
     assert_nothing_to_do(clone)
     now = time.time()
-    stages = ["data/raw", "data/prepared", "runs/**/c*", "runs/**/[mh]*", "runs/**/depth.json", "results", "reports"]
+    stages = ["configs", "data/raw", "data/prepared", "runs/**/c*", "runs/**/[mh]*", "results", "reports"]
     for age, pattern in enumerate(stages):
         for path in [*clone.glob(pattern), *clone.glob(f"{pattern}/**/*")]:
             os.utime(path, (now - 60 * age, now - 60 * age))
     assert_nothing_to_do(clone)
     # And a real change still reruns: one shift's run (sweep.shifts: the from-scratch arm's own grid),
-    # its measure, and what reads every run.
+    # and what reads every run.
     params = (clone / "params.yaml").read_text()
     (clone / "params.yaml").write_text(re.sub(r"shifts: \[0.2, 1.5\]", "shifts: [0.2, 0.5]", params))
-    assert planned_jobs(clone) == {"train": 1, "measure": 1, "aggregate": 1, "figures": 1, "report": 1, "all": 1}
+    assert planned_jobs(clone) == STUDY_JOBS | {"train": 1}

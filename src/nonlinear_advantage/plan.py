@@ -394,9 +394,12 @@ def _schemas_used(module: str) -> set[str]:
             if isinstance(node, ast.Attribute) and node.attr == attr and getattr(node.value, "id", "") == "schemas"}
 
 
-# A data job works on one dataset: its row of the dataset table (dataset_row) is its input,
-# not the table's module, so a new row re-downloads nothing.
-ROW_TABLES = {"data": ("datasets",)}
+# Registry tables that are a stage's input row by row, not its code. A data job works on one
+# dataset: its row (dataset_row) is its input, so a new row re-downloads nothing. The study
+# stages read runs the plan names from params: the registries shape only the run configs,
+# which `configure` resolves (and a changed config retrains, and so reruns them).
+REGISTRIES = ("datasets", "architectures")
+ROW_TABLES = {"data": ("datasets",), **dict.fromkeys(("measure", "aggregate", "figures", "report"), REGISTRIES)}
 
 
 @cache

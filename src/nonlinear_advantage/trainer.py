@@ -39,7 +39,7 @@ from torch import nn
 from . import cli, fileio, schemas
 from .depth import depth_summary
 from .errors import UserError
-from .models import build_model, parameter_count
+from .models import build_model, builder_path, load_builder, parameter_count
 from .optim import SGD
 from .prelu import nonlinearity_penalty, parameter_groups, prox_threshold, proximal_step_, sparse_prelus
 from .prepared import load_prepared
@@ -65,6 +65,11 @@ def validate_config(given, source: str = "run config", check_files: bool = True)
     if not isinstance(given, dict):
         raise UserError(f"{source} must be a mapping, got {type(given).__name__}")
     cfg = schemas.check(given, schemas.RUN, source)
+    model = cfg["model"]
+    try:
+        load_builder(model["builder"] or builder_path(model["arch"]))
+    except ValueError as exc:
+        raise UserError(f"{source} is invalid:\n  model.{'builder' if model['builder'] else 'arch'}: {exc}") from None
     if check_files:
         for key in ("data", "init_from"):
             if cfg[key] is not None and not Path(cfg[key]).is_file():
