@@ -2,6 +2,11 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# The first interpreter on PATH that the pins support (pyproject: requires-python >= 3.11);
+# a bare python3 is often older or newer than the one you want: name it with PYTHON=...
+SUPPORTED := import sys; sys.exit(sys.version_info[:2] < (3, 11))
+PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3.14 python3; do \
+	$$p -c '$(SUPPORTED)' 2>/dev/null && { echo $$p; break; }; done)
 CORES ?= $(shell nproc)
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
@@ -12,7 +17,9 @@ setup: $(VENV)/.installed system-deps
 
 # The virtual environment, rebuilt when the package's pins change.
 $(VENV)/.installed: pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
+	@test -n "$(PYTHON)" || { echo "make: no Python 3.11 or newer on PATH (tried python3.11 ... python3.14, python3);" \
+		"install one, or name it: make PYTHON=/path/to/python3.x"; exit 2; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,cluster]'
 	touch $@

@@ -99,3 +99,24 @@ def test_cli_with_params_reads_the_planned_runs(tmp_path):
     subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
     rows = list(csv.DictReader((tmp_path / "results" / "summary.csv").open()))
     assert [r["run"] for r in rows] == planned
+
+
+def test_a_run_trained_as_another_has_its_own_row(tmp_path):
+    """plan.runs: the widened ResNet-14 has the own-width one's config; one run, two rows."""
+    params = yaml.safe_load(open("tests/fixtures/tiny_params.yaml"))
+    params["baseline"]["depths"] = [8, 14]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    trained = plan.run_ids(plan.validate(params))
+    assert "digits/baseline/d14-wide-s0" not in trained
+    for name in trained:
+        make_run(tmp_path / "runs", name, params=params)
+    write_depths(tmp_path / "results" / "depth.json", trained)
+    cmd = [sys.executable, "-m", "nonlinear_advantage", "aggregate", "--params", "params.yaml",
+           "--out", "results/summary.csv", "--depth", "results/depth.json", "runs"]
+    subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
+    rows = {r["run"]: r for r in csv.DictReader((tmp_path / "results" / "summary.csv").open())}
+    assert len(rows) == len(trained) + 1
+    own, twin = rows["digits/baseline/d14-own-s0"], rows["digits/baseline/d14-wide-s0"]
+    assert (own["widened"], twin["widened"]) == ("False", "True")
+    assert {k: v for k, v in twin.items() if k not in ("run", "widened")} == {
+        k: v for k, v in own.items() if k not in ("run", "widened")}

@@ -202,6 +202,9 @@ def test_summary(study):
         assert int(r["budget_epochs"]) == (budget - params["posthoc"]["epochs"] if r["arm"] == "pretrain" else budget)
         assert int(r["prior_start_epoch"]) == (1 if r["arm"] == "late" else 0), r["run"]
         assert (float(r["max_prior_shift"]) > 0) == (float(r["lam"]) > 0), r["run"]
+        if plan.ARMS[r["arm"]].prior:  # the plan's λ is the trainer's: its thresholds sum to the shift
+            shift = by_id[r["run"]].fields["shift"]
+            assert float(r["max_prior_shift"]) == pytest.approx(shift, rel=5e-4), r["run"]
         assert int(r["test_size"]) == params["datasets"]["digits"]["test_size"]
     # widened baselines: the width whose parameter count is nearest the full network's
     dense = next(int(r["params"]) for r in rows if r["arm"] == "dense")
@@ -337,7 +340,8 @@ def test_only_what_changed_reruns_in_both_tools(study, path, edit, snakemake_job
     original, original_dvc = source.read_text(), dvc_yaml.read_text()
     try:
         source.write_text(original + edit)
-        sh(study, sys.executable, "-m", "nonlinear_advantage", "generate")  # a new arm adds its DVC stage
+        # a new arm adds its DVC stage (the copy's package, not this checkout's)
+        sh(study, "env", f"PYTHONPATH={study / 'src'}", sys.executable, "-m", "nonlinear_advantage", "generate")
         assert planned_jobs(study) == snakemake_jobs
         # DVC lists a stage once its own deps changed (what follows reruns when it runs).
         assert {re.sub(r"@.*", "", s) if not s.startswith("train_extra") else s

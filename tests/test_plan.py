@@ -252,3 +252,34 @@ def test_late_starts_must_fall_inside_the_budget_at_distinct_epochs(params, star
     params["late"]["starts"] = starts
     with pytest.raises(UserError, match=r"late\.starts\[\d\]: .* datasets\.digits\.epochs \(2\)"):
         plan.validate(params, source="tiny")
+
+
+def test_identical_runs_train_once(params):
+    """A widened baseline as deep as the full net keeps its width (a ReLU net has only the slopes
+    fewer parameters): it is the own-width net, trained once and listed under both."""
+    params["baseline"]["depths"] = [8, 14]
+    params = plan.validate(params, source="tiny")
+    by_id = {run.id: run for run in plan.runs(params)}
+    twin, own = by_id["digits/baseline/d14-wide-s0"], by_id["digits/baseline/d14-own-s0"]
+    assert plan.run_config(params, twin.id)["model"] == plan.run_config(params, own.id)["model"]
+    assert twin.dir == own.id and own.dir == own.id and twin.fields["kind"] == "wide"
+    assert twin.id not in plan.run_ids(params) and own.id in plan.run_ids(params)
+    assert by_id["digits/baseline/d8-wide-s0"].dir == "digits/baseline/d8-wide-s0"  # wider: its own run
+    assert len(plan.run_ids(params)) == len(by_id) - 1
+
+
+def test_lam_is_set_after_the_arms_edits(params, monkeypatch):
+    """λ follows the config as the trainer runs it, whatever an arm edits and in which order:
+    an arm that halves the epochs and doubles the lr of a late start gets the λ of that config."""
+    run, late = next(r for r in plan.runs(params) if r.arm == plan.LATE), plan.ARMS[plan.LATE]
+    before = plan.run_config(params, run.id)
+
+    def edit(params, fields, config):  # the late arm's own edit, then more after it
+        late.configure(params, fields, config)
+        config["optimizer"]["lr"] *= 2
+
+    monkeypatch.setitem(plan.ARMS, plan.LATE, dataclasses.replace(late, configure=edit))
+    after = plan.run_config(params, run.id)
+    assert after["lam"] == pytest.approx(before["lam"] / 2, rel=1e-3)  # twice the Σlr: half the λ
+    train_size = params["datasets"]["digits"]["train_size"]
+    assert after["lam"] == plan.prior_lam(after, run.fields["shift"], train_size, "digits")

@@ -221,21 +221,23 @@ def _network_key(config: dict) -> str:
 
 
 @cache
-def _plan(params_json: str) -> tuple[Run, ...]:
-    """Every entry of the study, each with the run that trains it: identical configs train once."""
+def _plan(params_json: str, arms: tuple) -> tuple[Run, ...]:
+    """Every entry of the study, each with the run that trains it: identical configs train once.
+    ``arms``: the table's (name, id(arm)), so that a changed table is a new plan."""
     params, first, out = json.loads(params_json), {}, []
-    for entry in _entries(params, tuple(ARMS)):
+    for entry in _entries(params, [name for name, _ in arms]):
         key = _network_key(_resolve(params, entry))
         trained_as = first.setdefault(key, entry.id)
         out.append(Run(entry.id, entry.arm, entry.fields, trained_as))
     return tuple(out)
 
 
-def runs(params: dict, arms=tuple(ARMS)) -> list[Run]:
+def runs(params: dict, arms=None) -> list[Run]:
     """Every run of the study, in a fixed order: dataset, seed, arm, then the sweep's order. A run
     whose network another run already trains (own and widened width equal, say) is listed with
     ``trained_as`` that run: the report shows it under both, and it trains once."""
-    return [run for run in _plan(json.dumps(params, sort_keys=True)) if run.arm in arms]
+    table = tuple((name, id(arm)) for name, arm in ARMS.items())
+    return [run for run in _plan(json.dumps(params, sort_keys=True), table) if arms is None or run.arm in arms]
 
 
 def find_run(params: dict, run_id: str) -> Run:
@@ -246,7 +248,7 @@ def find_run(params: dict, run_id: str) -> Run:
     return by_id[run_id]
 
 
-def run_ids(params: dict, arms=tuple(ARMS)) -> list[str]:
+def run_ids(params: dict, arms=None) -> list[str]:
     """The runs to train: one per distinct network."""
     return [run.id for run in runs(params, arms) if run.dir == run.id]
 
