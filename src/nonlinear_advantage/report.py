@@ -74,6 +74,8 @@ APL_DEFINITION = (
 )
 SECTIONS = ("Findings", *dict.fromkeys(spec.section for spec in figures.FIGURES), "Tables")
 FONT, BOLD = "DejaVuSans", "DejaVuSans-Bold"
+TABLE_COLUMNS = ("arm", "arch", "depth", "width", "λ", "seeds", "test acc % ± sd", "APL", "APL (unnorm.)",
+                 "nonlinear / total", "params", "× full")  # the Tables section's, one row per configuration
 
 
 # ---------------------------------------------------------------- provenance
@@ -196,8 +198,7 @@ def dataset_table(sub: pd.DataFrame) -> pd.DataFrame:
 
 
 def _table_rows(t: pd.DataFrame) -> list[list[str]]:
-    rows = [["arm", "arch", "depth", "width", "λ", "seeds", "test acc % ± sd", "APL", "APL (unnorm.)",
-             "nonlinear / total", "params", "× full"]]
+    rows = [list(TABLE_COLUMNS)]
     for r in t.itertuples():
         arm = analysis.curve_label(r.arm, r.prior_start_epoch) + (" (wide)" if r.widened else "")
         sd = "" if np.isnan(r.sd) else f" ± {100 * r.sd:.2f}"
