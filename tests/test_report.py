@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -22,10 +19,9 @@ from PIL import Image
 from nonlinear_advantage import analysis, cli, figures, plan, report
 from nonlinear_advantage.errors import UserError
 from nonlinear_advantage.fileio import file_sha256
+from report_pdf import assert_every_run_in_tables, needs_poppler
+from report_pdf import pdftotext as _text
 from synthetic_study import write_study
-
-needs_poppler = pytest.mark.skipif(shutil.which("pdftotext") is None or shutil.which("pdftoppm") is None,
-                                   reason="poppler-utils (pdftotext, pdftoppm) is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -78,49 +74,6 @@ def test_pdf_is_byte_identical(built):
     a, b = built["pdfs"]
     assert a.read_bytes() == b.read_bytes()
     assert built["build_s"] < 10
-
-
-def _text(pdf, *options: str) -> str:
-    return subprocess.run(["pdftotext", *options, str(pdf), "-"], capture_output=True, text=True, check=True).stdout
-
-
-def table_rows(pdf) -> list[dict]:
-    """The rows of the report's Tables section, read back from the PDF's words and their places:
-    one dict per row, its dataset and the text of each column (report.TABLE_COLUMNS), a word
-    going to the column whose header starts at or left of it."""
-    lines: dict[tuple, list] = {}
-    for word in csv.DictReader(io.StringIO(_text(pdf, "-tsv")), delimiter="\t", quoting=csv.QUOTE_NONE):
-        if word["level"] == "5":
-            lines.setdefault((int(word["page_num"]), float(word["top"])), []).append(word)
-    section, dataset, starts, rows = False, None, None, []
-    for _, words in sorted(lines.items()):
-        texts = [w["text"] for w in sorted(words, key=lambda w: float(w["left"]))]
-        lefts = sorted(float(w["left"]) for w in words)
-        if re.fullmatch(rf"\d+\. {report.SECTIONS[-1]}", " ".join(texts)):
-            section = True
-        elif section and len(texts) == 1 and float(words[0]["height"]) > 10:
-            dataset = texts[0]  # a dataset's heading
-        elif section and " ".join(texts) == " ".join(report.TABLE_COLUMNS):
-            counts = np.cumsum([0, *(len(c.split()) for c in report.TABLE_COLUMNS)])[:-1]
-            starts = [lefts[i] for i in counts]
-        elif section and starts:
-            cells = {c: [] for c in report.TABLE_COLUMNS}
-            for left, text in zip(lefts, texts, strict=True):
-                cells[report.TABLE_COLUMNS[int(np.searchsorted(starts, left + 0.5)) - 1]].append(text)
-            if cells["seeds"] and cells["seeds"][0].isdigit():
-                rows.append({"dataset": dataset, **{c: " ".join(t) for c, t in cells.items()}})
-    return rows
-
-
-def assert_every_run_in_tables(summary: pd.DataFrame, pdf, labels: dict[str, str]) -> None:
-    """Each summary row counted once in the tables, on the row of its configuration and arm label."""
-    rows = table_rows(pdf)
-    assert sum(int(r["seeds"]) for r in rows) == len(summary)
-    shown = {(r["dataset"], r["arm"], r["arch"], r["depth"], r["width"], r["λ"]) for r in rows}
-    for run in summary.itertuples():
-        label = labels[run.arm] + (f", prior from epoch {run.prior_start_epoch}" if run.prior_start_epoch else "")
-        label += " (wide)" if run.widened else ""
-        assert (run.dataset, label, run.arch, f"{run.depth}", f"{run.width}", f"{run.lam:g}") in shown, run.run
 
 
 @needs_poppler

@@ -231,11 +231,11 @@ def _plan(params_json: str) -> tuple[Run, ...]:
     return tuple(out)
 
 
-def runs(params: dict, arms=tuple(ARMS)) -> list[Run]:
-    """Every run of the study, in a fixed order: dataset, seed, arm, then the sweep's order. A run
-    whose network another run already trains (own and widened width equal, say) is listed with
-    ``trained_as`` that run: the report shows it under both, and it trains once."""
-    return [run for run in _plan(json.dumps(params, sort_keys=True)) if run.arm in arms]
+def runs(params: dict, arms=None) -> list[Run]:
+    """Every run of the study (of ``arms``, default all), in a fixed order: dataset, seed, arm, then
+    the sweep's order. A run whose network another run already trains (own and widened width equal,
+    say) is listed with ``trained_as`` that run: the report shows it under both, and it trains once."""
+    return [run for run in _plan(json.dumps(params, sort_keys=True)) if arms is None or run.arm in arms]
 
 
 def find_run(params: dict, run_id: str) -> Run:
@@ -246,7 +246,7 @@ def find_run(params: dict, run_id: str) -> Run:
     return by_id[run_id]
 
 
-def run_ids(params: dict, arms=tuple(ARMS)) -> list[str]:
+def run_ids(params: dict, arms=None) -> list[str]:
     """The runs to train: one per distinct network."""
     return [run.id for run in runs(params, arms) if run.dir == run.id]
 
