@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nonlinear_advantage import aggregate, measure, trainer
+from nonlinear_advantage import aggregate, measure, plan, trainer
 
 LAMS = (0.001, 0.003, 0.01, 0.03, 0.1)
 EPOCHS = 6
@@ -65,8 +65,8 @@ def _write_run(root: Path, row: dict, layers: list[dict], rng: np.random.Generat
     run_dir = root / row["run"]
     run_dir.mkdir(parents=True, exist_ok=True)
     fields = {"arm": row["arm"], "dataset": row["dataset"], "seed": row["seed"]}
-    fields |= {"shift": row["max_prior_shift"]} if row["arm"] in ("sparse", "posthoc", "late") else {}
-    fields |= {"depth": row["depth"], "kind": "wide" if row["widened"] else "own"} if row["arm"] == "shallow" else {}
+    fields |= {"shift": row["max_prior_shift"]} if plan.ARMS[row["arm"]].prior else {}
+    fields |= {"depth": row["depth"], "kind": "wide" if row["widened"] else "own"} if row["arm"] == plan.SHALLOW else {}
     config = trainer.validate_config(dict(
         name=row["run"], fields=fields, data=f"data/prepared/{row['dataset']}.pt", epochs=EPOCHS, lam=row["lam"],
         seed=row["seed"], prior_start_epoch=row["prior_start_epoch"],
@@ -125,17 +125,17 @@ def write_study(root: Path, seeds=SEEDS, noise: float = NOISE) -> Path:
     full = resnet20_layers()
     for dataset, spec in DATASETS.items():
         for seed in seeds:
-            add(dataset, "dense", f"s{seed}", "resnet", 20, 8, "prelu", False, 0.0, seed,
+            add(dataset, plan.DENSE, f"s{seed}", "resnet", 20, 8, "prelu", False, 0.0, seed,
                 _profile(full, 1.0), spec["dense"], RESNET_PARAMS)
             for lam, keep in zip(LAMS, spec["keep"], strict=True):
                 layers = _profile(full, keep)
                 apl = sum(lay["contribution"] for lay in layers)
-                add(dataset, "sparse", f"shift{3 * lam:g}-s{seed}", "resnet", 20, 8, "prelu", False, lam, seed, layers,
-                    _accuracy(spec, apl, spec["scale"]), RESNET_PARAMS)
-                for arm, gain, start in (("posthoc", spec["advantage"], 0), ("late", spec["late"], EPOCHS // 2)):
+                add(dataset, plan.SPARSE, f"shift{3 * lam:g}-s{seed}", "resnet", 20, 8, "prelu", False, lam, seed,
+                    layers, _accuracy(spec, apl, spec["scale"]), RESNET_PARAMS)
+                for arm, gain, start in ((plan.POSTHOC, spec["advantage"], 0), (plan.LATE, spec["late"], EPOCHS // 2)):
                     post = _profile(full, keep * 1.1)
                     post_apl = sum(lay["contribution"] for lay in post)
-                    tag = f"shift{3 * lam:g}-s{seed}" if arm == "posthoc" else f"at0.5-shift{3 * lam:g}-s{seed}"
+                    tag = f"shift{3 * lam:g}-s{seed}" if arm == plan.POSTHOC else f"at0.5-shift{3 * lam:g}-s{seed}"
                     add(dataset, arm, tag, "resnet", 20, 8, "prelu", False, lam, seed, post,
                         _accuracy(spec, post_apl, spec["scale"] * (1 - gain)), RESNET_PARAMS, start)
             for depth in BASELINE_DEPTHS:
@@ -145,7 +145,7 @@ def write_study(root: Path, seeds=SEEDS, noise: float = NOISE) -> Path:
                     handicap = 0.03 if not widened else 0.015  # worse than a sparse net of equal APL
                     acc = _accuracy(spec, depth - 1, 1.6 * spec["scale"]) - handicap
                     params = RESNET_PARAMS if widened else 1_000 * depth * 8
-                    add(dataset, "shallow", f"d{depth}-{'wide' if widened else 'own'}-s{seed}", "plain", depth,
+                    add(dataset, plan.SHALLOW, f"d{depth}-{'wide' if widened else 'own'}-s{seed}", "plain", depth,
                         width, "relu", widened, 0.0, seed, layers, acc, params)
     summary, depth = root / "results" / "summary.csv", root / "results" / "depth.json"
     measure.write_depth(depth, depths)  # the pipeline's own writers

@@ -183,7 +183,7 @@ def test_collapse_tolerance_is_never_below_two_standard_errors(study):
 
 def test_grid_span_says_where_a_grid_falls_short(study):
     span = analysis.grid_span(study, TH)
-    assert span.ok.all() and set(span.arm) == {"sparse", "posthoc", "late@3"}
+    assert span.ok.all() and set(zip(span.arm, span.start, strict=True)) == {("sparse", 0), ("posthoc", 0), ("late", 3)}
     dense_only = study[~((study.arm == "sparse") & (study.lam >= 0.01))]  # only the two densest λ left
     short = analysis.grid_span(dense_only, TH).set_index(["dataset", "arm"]).loc[("digits", "sparse")]
     assert not short.ok and "no point below 25%" in short.note and "transition" in short.note

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from PIL import Image
 
-from nonlinear_advantage import analysis, cli, figures, report
+from nonlinear_advantage import analysis, cli, figures, plan, report
 from nonlinear_advantage.errors import UserError
 from nonlinear_advantage.fileio import file_sha256
+from report_pdf import assert_every_run_in_tables, needs_poppler
+from report_pdf import pdftotext as _text
 from synthetic_study import write_study
-
-needs_poppler = pytest.mark.skipif(shutil.which("pdftotext") is None or shutil.which("pdftoppm") is None,
-                                   reason="poppler-utils (pdftotext, pdftoppm) is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +76,6 @@ def test_pdf_is_byte_identical(built):
     assert built["build_s"] < 10
 
 
-def _text(pdf) -> str:
-    return subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
-
-
 @needs_poppler
 def test_pdf_text_matches_summary(built):
     text = _text(built["pdfs"][0])
@@ -95,6 +93,68 @@ def test_pdf_text_matches_summary(built):
             assert f"{r.apl:.2f}" in text
         onset = analysis.collapse_onset(sub, analysis.effective_tolerance(sub, th))
         assert f"at APL {onset.apl:.2f}" in text
+
+
+@needs_poppler
+def test_tables_hold_every_run(built):
+    df = analysis.load_summary(built["summary"])
+    assert set(df.arm) == set(plan.ARMS) - {plan.PRETRAIN, plan.BASELINE}  # the synthetic study's arms
+    assert_every_run_in_tables(df, built["pdfs"][0], {name: arm.label for name, arm in plan.ARMS.items()})
+
+
+def test_tables_keep_an_arm_the_arm_table_does_not_know(built):
+    """A summary from an older plan: its unknown arm is listed last, by its name."""
+    df = analysis.load_summary(built["summary"])
+    df = df[df.dataset == "digits"].replace({"arm": {plan.SPARSE: "retired"}})
+    table = report.dataset_table(df)
+    assert table.seeds.sum() == len(df) and list(table.arm.unique())[-1] == "retired"
+    assert "<b>retired</b>" in report._architectures(df).split("<br/>")[-1]
+
+
+RENAMED = """
+import sys
+from pathlib import Path
+
+import nonlinear_advantage
+from nonlinear_advantage import analysis, figures, report
+from synthetic_study import write_study
+
+root, params = Path(sys.argv[1]), Path(sys.argv[2])
+print(nonlinear_advantage.__file__)
+summary = write_study(root)
+figures.make_figures(summary, root / "runs", root / "results" / "depth.json", root / "figures",
+                     analysis.Thresholds.from_params())
+report.build_report(summary, root / "figures", root / "report.pdf", params)
+"""
+
+
+@needs_poppler
+def test_renaming_an_arm_is_one_edit(built, tmp_path):
+    """Rename the from-scratch arm where the arm table spells it (plan.py, in a copy of the package):
+    the study's rows carry the new name, and the figures, verdicts and tables are what they were."""
+    package = tmp_path / "src" / "nonlinear_advantage"
+    shutil.copytree(Path(plan.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    source = (package / "plan.py").read_text()
+    assert source.count(f'"{plan.SPARSE}"') == 1  # spelt once: the arm table's constant
+    (package / "plan.py").write_text(source.replace(f'"{plan.SPARSE}"', '"scratch"'))
+    study = tmp_path / "study"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "src"), str(Path(__file__).parent)])}
+    out = subprocess.run([sys.executable, "-c", RENAMED, str(study), str(built["params"])], env=env, check=True,
+                         cwd=Path(__file__).parents[1], capture_output=True, text=True).stdout
+    assert out.splitlines()[0] == str(package / "__init__.py")  # the copy, not the checkout's package
+
+    before, after = (pd.read_csv(path) for path in (built["summary"], study / "results" / "summary.csv"))
+    assert set(after.arm) == set(before.arm) - {plan.SPARSE} | {"scratch"}
+    renamed = before.replace({"arm": {plan.SPARSE: "scratch"}})
+    renamed["run"] = renamed.run.str.replace(f"/{plan.SPARSE}/", "/scratch/")
+    pd.testing.assert_frame_equal(after, renamed)
+    for png in (f"{spec.stem}.png" for spec in figures.FIGURES):
+        assert (study / "figures" / png).read_bytes() == (built["figures"] / png).read_bytes(), png
+    labels = {name: arm.label for name, arm in plan.ARMS.items()} | {"scratch": plan.ARMS[plan.SPARSE].label}
+    assert_every_run_in_tables(analysis.load_summary(study / "results" / "summary.csv"), study / "report.pdf", labels)
+    # past the title page (digests, and the dates a checkout's history gives), the same text
+    findings = f"1. {report.SECTIONS[0]}"
+    assert _text(study / "report.pdf").split(findings)[1] == _text(built["pdfs"][0]).split(findings)[1]
 
 
 @needs_poppler

@@ -23,7 +23,7 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
-from . import schemas
+from . import plan, schemas
 from .aggregate import SUMMARY_COLUMNS
 from .errors import UserError
 
@@ -109,7 +109,7 @@ def _one_dataset(df: pd.DataFrame) -> None:
 def dense_accuracy(df: pd.DataFrame) -> float | None:
     """Mean test accuracy of the dense (λ = 0 PReLU) runs of one dataset; None without one."""
     _one_dataset(df)
-    dense = df[df.arm == "dense"]
+    dense = df[df.arm == plan.DENSE]
     return float(dense.test_acc.mean()) if len(dense) else None
 
 
@@ -120,16 +120,42 @@ def dense_error(df: pd.DataFrame) -> float | None:
 
 def dense_apl(df: pd.DataFrame, apl: str = APL) -> float | None:
     _one_dataset(df)
-    dense = df[df.arm == "dense"]
+    dense = df[df.arm == plan.DENSE]
     return float(dense[apl].mean()) if len(dense) else None
 
 
 def arm_rows(df: pd.DataFrame, arm: str) -> pd.DataFrame:
-    """The runs of an arm. ``late@E`` is the late-start arm with the prior on from epoch E;
-    ``sparse`` (from scratch) is the same with E = 0."""
-    if arm.startswith("late@"):
-        return df[(df.arm == "late") & (df.prior_start_epoch == int(arm[5:]))]
+    """The runs of an arm (a name of the arm table, plan.ARMS)."""
     return df[df.arm == arm]
+
+
+def starts(df: pd.DataFrame, arm: str) -> list[int]:
+    """The epochs at which the prior switches on in ``arm``'s runs, sorted (0: from the start)."""
+    rows = arm_rows(df, arm)
+    if "prior_start_epoch" not in rows:
+        return [0] if len(rows) else []
+    return sorted(int(start) for start in rows.prior_start_epoch.unique())
+
+
+def from_epoch(df: pd.DataFrame, arm: str, start: int) -> pd.DataFrame:
+    """``df`` with ``arm``'s runs narrowed to those whose prior switches on at epoch ``start``
+    (one curve of the late-start arm); the other arms' rows as they are."""
+    if "prior_start_epoch" not in df:
+        return df if start == 0 else df[df.arm != arm]
+    return df[(df.arm != arm) | (df.prior_start_epoch == start)]
+
+
+def arm_order(arm: str) -> int:
+    """An arm's place in the arm table's order; an arm the table does not know comes last."""
+    return list(plan.ARMS).index(arm) if arm in plan.ARMS else len(plan.ARMS)
+
+
+def curve_label(arm: str, start: int = 0) -> str:
+    """How figures and the report name an arm's runs whose prior switches on at epoch ``start``:
+    the arm table's label, and the start when it is not 0. An arm the table does not know (a
+    summary from an older plan) goes by its name."""
+    label = plan.ARMS[arm].label if arm in plan.ARMS else arm
+    return f"{label}, prior from epoch {start}" if start else label
 
 
 def arm_curve(df: pd.DataFrame, arm: str, apl: str = APL) -> pd.DataFrame:
@@ -148,7 +174,7 @@ def arm_curve(df: pd.DataFrame, arm: str, apl: str = APL) -> pd.DataFrame:
     }).reset_index(drop=True)
 
 
-BASELINE_ARMS = ("baseline", "shallow")  # ReLU nets of similar depth: the full net's family, plain CNNs
+BASELINE_ARMS = (plan.BASELINE, plan.SHALLOW)  # ReLU nets of similar depth: the full net's family, plain CNNs
 
 
 def baseline_points(df: pd.DataFrame, apl: str = APL) -> pd.DataFrame:
@@ -159,7 +185,7 @@ def baseline_points(df: pd.DataFrame, apl: str = APL) -> pd.DataFrame:
     grouped = rows.groupby(["arch", "depth", "width", "widened"], sort=True)
     out = grouped.agg(apl=(apl, "mean"), acc=("test_acc", "mean"), params=("params", "mean"),
                       n=("test_acc", "size")).reset_index().sort_values(["apl", "widened"]).reset_index(drop=True)
-    dense = df[df.arm == "dense"].params
+    dense = df[df.arm == plan.DENSE].params
     out["full_params"] = float(dense.mean()) if len(dense) else np.nan
     return out
 
@@ -203,7 +229,7 @@ def collapse_onset(df: pd.DataFrame, tolerance: float, apl: str = APL) -> Onset:
     dense = dense_accuracy(df)
     if dense is None:
         return Onset(None, None, None, None, tolerance, False, "no dense run")
-    curve = arm_curve(df, "sparse", apl)
+    curve = arm_curve(df, plan.SPARSE, apl)
     if curve.empty:
         return Onset(None, None, None, dense, tolerance, False, "no sparse runs")
     points = curve.sort_values(["apl", "lam"], ascending=[False, True]).reset_index(drop=True)
@@ -234,7 +260,8 @@ class MatchedGap:
         return self.posthoc - self.scratch
 
 
-def matched_apl_gap(df: pd.DataFrame, apl: str = APL, arm: str = "posthoc", reference: str = "sparse") -> MatchedGap:
+def matched_apl_gap(df: pd.DataFrame, apl: str = APL, arm: str = plan.POSTHOC,
+                    reference: str = plan.SPARSE) -> MatchedGap:
     """``arm`` (post-hoc) against ``reference`` (from-scratch sparse) accuracy at matched APL, for one dataset.
 
     Method: each arm's accuracy-vs-APL curve (mean over seeds per λ; equal APLs averaged)
@@ -247,8 +274,7 @@ def matched_apl_gap(df: pd.DataFrame, apl: str = APL, arm: str = "posthoc", refe
     post, scratch = arm_curve(df, arm, apl), arm_curve(df, reference, apl)
     empty = np.array([])
     if post.empty or scratch.empty:
-        names = {"posthoc": "post-hoc", "sparse": "from-scratch sparse"}
-        missing = names.get(arm, arm) if post.empty else names.get(reference, reference)
+        missing = curve_label(arm if post.empty else reference)
         return MatchedGap(empty, empty, empty, None, None, f"no {missing} runs")
     lo, hi = max(post.apl.min(), scratch.apl.min()), min(post.apl.max(), scratch.apl.max())
     if lo > hi:
@@ -285,7 +311,7 @@ def core_plateau(df: pd.DataFrame, th: Thresholds, apl: str = APL) -> Plateau:
     some nonlinear channel, and the median width is at most ``th.core_max_fraction`` of
     all channels (a still-dense network is not a core). Ties go to the smaller λ.
     """
-    curve = arm_curve(df, "sparse", apl)
+    curve = arm_curve(df, plan.SPARSE, apl)
     curve = curve[curve.lam > 0].reset_index(drop=True)
     best: Plateau = Plateau(False)
     for i in range(len(curve)):
@@ -313,7 +339,7 @@ def baseline_comparison(df: pd.DataFrame, apl: str = APL) -> pd.DataFrame:
     outside the sparse runs' APL range: no extrapolation), sparse_wins.
     """
     base = baseline_points(df, apl)
-    curve = arm_curve(df, "sparse", apl)
+    curve = arm_curve(df, plan.SPARSE, apl)
     if curve.empty or base.empty:
         base["sparse_acc"] = np.nan
     else:
@@ -410,7 +436,7 @@ def collapse_steepness(df: pd.DataFrame, onset_apl: float, th: Thresholds) -> tu
     above it (the dense run included above). Positive: the collapse is that much steeper."""
     values = []
     for seed in sorted(df.seed.unique()):
-        rows = df[(df.seed == seed) & df.arm.isin(["sparse", "dense"])]
+        rows = df[(df.seed == seed) & df.arm.isin([plan.SPARSE, plan.DENSE])]
         apl, acc = rows[APL].to_numpy(float), rows.test_acc.to_numpy(float)
         above = _slope(apl[apl >= onset_apl - _SLACK], acc[apl >= onset_apl - _SLACK])
         below = _slope(apl[apl <= onset_apl + _SLACK], acc[apl <= onset_apl + _SLACK])
@@ -422,18 +448,19 @@ def collapse_steepness(df: pd.DataFrame, onset_apl: float, th: Thresholds) -> tu
 
 
 def grid_span(df: pd.DataFrame, th: Thresholds) -> pd.DataFrame:
-    """Does each arm's grid (of prior shifts) span the APL range? One row per dataset and arm (late: per start).
+    """Does each grid of prior shifts span the APL range? One row per dataset, arm under the prior
+    (the arm table's, in its order) and epoch at which its prior switches on.
 
-    Columns: dataset, arm, high (largest APL / dense APL), low (smallest), transition (points
-    strictly between span_low and span_high of dense), ok, note.
+    Columns: dataset, arm, start (that epoch), high (largest APL / dense APL), low (smallest),
+    transition (points strictly between span_low and span_high of dense), ok, note.
     """
     rows = []
+    prior_arms = [name for name, arm in plan.ARMS.items() if arm.prior]
     for d in sorted(df.dataset.unique()):
         sub = df[df.dataset == d]
         full = dense_apl(sub)
-        starts = sorted(sub[sub.arm == "late"].prior_start_epoch.unique()) if "prior_start_epoch" in sub else []
-        for arm in ["sparse", "posthoc", *(f"late@{s}" for s in starts)]:
-            curve = arm_curve(sub, arm)
+        for arm, start in [(name, start) for name in prior_arms for start in starts(sub, name)]:
+            curve = arm_curve(from_epoch(sub, arm, start), arm)
             if curve.empty or not full:
                 continue
             frac = curve.apl.to_numpy(float) / full
@@ -441,9 +468,9 @@ def grid_span(df: pd.DataFrame, th: Thresholds) -> pd.DataFrame:
             short = [f"no point above {th.span_high:.0%} of dense APL"] if frac.max() < th.span_high else []
             short += [f"no point below {th.span_low:.0%}"] if frac.min() > th.span_low else []
             short += [f"{inside} point(s) in the transition (< {th.span_points})"] if inside < th.span_points else []
-            rows.append(dict(dataset=d, arm=arm, high=float(frac.max()), low=float(frac.min()), transition=inside,
-                             ok=not short, note="; ".join(short) or "spans the range"))
-    return pd.DataFrame(rows, columns=["dataset", "arm", "high", "low", "transition", "ok", "note"])
+            rows.append(dict(dataset=d, arm=arm, start=start, high=float(frac.max()), low=float(frac.min()),
+                             transition=inside, ok=not short, note="; ".join(short) or "spans the range"))
+    return pd.DataFrame(rows, columns=["dataset", "arm", "start", "high", "low", "transition", "ok", "note"])
 
 
 def combine(verdicts: list[str]) -> str:
@@ -480,7 +507,7 @@ def ranked_datasets(df: pd.DataFrame, th: Thresholds) -> tuple[list[str], str]:
     ranked = [d for d in datasets_by_difficulty(df) if dense_error(df[df.dataset == d]) is not None]
     errors = []
     for d in ranked:
-        sub = df[(df.dataset == d) & (df.arm == "dense")]
+        sub = df[(df.dataset == d) & (df.arm == plan.DENSE)]
         se = binomial_se(1 - sub.test_acc.mean(), test_size(sub))
         errors.append(interval(1 - sub.test_acc.to_numpy(float), se, th))
     ordered = all(a.hi < b.lo for a, b in zip(errors, errors[1:], strict=False))
@@ -504,14 +531,14 @@ def finding_core_networks(df: pd.DataFrame, th: Thresholds) -> Finding:
     for d in ranked:
         sub = df[df.dataset == d]
         onset = collapse_onset(sub, effective_tolerance(sub, th))
-        above = sub if onset.apl is None else sub[(sub.arm != "sparse") | (sub[APL] >= onset.apl - _SLACK)]
+        above = sub if onset.apl is None else sub[(sub.arm != plan.SPARSE) | (sub[APL] >= onset.apl - _SLACK)]
         p = core_plateau(above, th)
-        n_above = arm_curve(above, "sparse").lam.gt(0).sum()
+        n_above = arm_curve(above, plan.SPARSE).lam.gt(0).sum()
         if p.found:
             parts.append(SUPPORTED)
-            lams = arm_curve(above, "sparse").lam
+            lams = arm_curve(above, plan.SPARSE).lam
             lams = lams[(lams >= p.lam_lo) & (lams <= p.lam_hi)]
-            core = above[(above.arm == "sparse") & above.lam.isin(lams)]
+            core = above[(above.arm == plan.SPARSE) & above.lam.isin(lams)]
             cores[d] = core.groupby("seed")[APL].median()
             f.evidence.append(f"{d}: plateau over λ {p.lam_lo:g}–{p.lam_hi:g} ({p.points} values above the "
                               f"onset), core APL {_num(p.apl)}, {p.width:.0f} nonlinear channels "
@@ -543,7 +570,7 @@ def _decay_parts(d: str, sub: pd.DataFrame, th: Thresholds, f: Finding) -> list[
     tol, full = effective_tolerance(sub, th), dense_apl(sub)
     onset, parts = collapse_onset(sub, tol), []
     if onset.apl is None or full is None:
-        curve = arm_curve(sub, "sparse")
+        curve = arm_curve(sub, plan.SPARSE)
         spans = full is not None and not curve.empty and curve.apl.max() >= th.span_high * full
         f.evidence.append(f"{d}: no collapse onset ({onset.reason}; tolerance {100 * tol:.2f} pt).")
         return [CONTRADICTED if spans and onset.dense_acc is not None else INCONCLUSIVE]
@@ -575,7 +602,7 @@ def _baseline_parts(d: str, sub: pd.DataFrame, th: Thresholds, f: Finding) -> li
                    & (sub.arch == b.arch) & (sub.widened == b.widened)]
         per_seed = []
         for seed, acc in rows.groupby("seed").test_acc.mean().items():
-            curve = arm_curve(sub[sub.seed == seed], "sparse")
+            curve = arm_curve(sub[sub.seed == seed], plan.SPARSE)
             if not curve.empty and curve.apl.min() - _SLACK <= b.apl <= curve.apl.max() + _SLACK:
                 per_seed.append(float(_interp(curve, [b.apl])[0]) - acc)
         if not per_seed:
@@ -623,7 +650,7 @@ def finding_nonlinear_advantage(df: pd.DataFrame, th: Thresholds) -> Finding:
     gaps, per_seed = {}, {}
     for d in ranked:
         sub = df[df.dataset == d]
-        iv, why = gap_interval(sub, "posthoc", "sparse", th)
+        iv, why = gap_interval(sub, plan.POSTHOC, plan.SPARSE, th)
         gaps[d] = iv
         f.evidence.append(f"{d} (dense error {_pct(dense_error(sub))}): " + (iv.pt() if iv else f"no gap ({why})."))
         per_seed[d] = {s: matched_apl_gap(sub[sub.seed == s]).mean_gap for s in sorted(sub.seed.unique())}
@@ -634,12 +661,12 @@ def finding_nonlinear_advantage(df: pd.DataFrame, th: Thresholds) -> Finding:
     easy, hard = ranked[0], ranked[-1]
     diffs = [per_seed[hard][s] - per_seed[easy][s] for s in per_seed[hard]
              if s in per_seed[easy] and None not in (per_seed[hard][s], per_seed[easy][s])]
-    se = float(np.hypot(*(gap_se(df[df.dataset == d], "posthoc", "sparse") for d in (hard, easy))))
+    se = float(np.hypot(*(gap_se(df[df.dataset == d], plan.POSTHOC, plan.SPARSE) for d in (hard, easy))))
     grows = interval(diffs, se, th) if diffs else None
     if grows:
         f.evidence.append(f"Gap on {hard} minus gap on {easy}: {grows.pt()}.")
     # "Vanishes" within the tolerance, or twice the test set's SE of the gap where that is larger.
-    vanish = max(th.vanish, 2 * gap_se(df[df.dataset == easy], "posthoc", "sparse"))
+    vanish = max(th.vanish, 2 * gap_se(df[df.dataset == easy], plan.POSTHOC, plan.SPARSE))
     f.verdict = combine([gaps[hard].above(th.gap_margin), gaps[easy].within(vanish),
                          grows.above(0.0) if grows else INCONCLUSIVE, certain])
     return f
@@ -656,13 +683,13 @@ def finding_early_late(df: pd.DataFrame, th: Thresholds) -> Finding:
     verdict = INCONCLUSIVE
     for d in ranked:
         sub = df[df.dataset == d]
-        starts = sorted(sub[sub.arm == "late"].prior_start_epoch.unique())
-        for start in starts:
-            iv, why = gap_interval(sub, f"late@{start}", "sparse", th)
+        late = starts(sub, plan.LATE)
+        for start in late:
+            iv, why = gap_interval(from_epoch(sub, plan.LATE, start), plan.LATE, plan.SPARSE, th)
             f.evidence.append(f"{d}: prior from epoch {start} minus from scratch: " + (iv.pt() if iv else why))
-            if d == ranked[-1] and start == starts[-1]:
+            if d == ranked[-1] and start == late[-1]:
                 verdict = iv.above(th.late_margin) if iv else INCONCLUSIVE
-        if not starts:
+        if not late:
             f.evidence.append(f"{d}: no late-start runs.")
     f.verdict = verdict
     return f

@@ -21,7 +21,7 @@ import yaml
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from . import analysis
+from . import analysis, plan
 from .errors import UserError
 from .fileio import atomic_path, read_json, write_json
 
@@ -31,7 +31,7 @@ STYLE = {
     "axes.spines.top": False, "axes.spines.right": False, "svg.hashsalt": "nonlinear-advantage",
     "figure.dpi": 100, "savefig.dpi": 150,
 }
-ARM_COLORS = {"sparse": "C0", "posthoc": "C3", "dense": "k", "baseline": "C2"}
+ARM_COLORS = {plan.SPARSE: "C0", plan.POSTHOC: "C3", plan.DENSE: "k", plan.BASELINE: "C2"}
 PDF_METADATA = {"CreationDate": None, "Creator": "nonlinear-advantage"}
 
 
@@ -82,13 +82,14 @@ def accuracy_vs_apl(df: pd.DataFrame, th: analysis.Thresholds) -> Figure:
     for ax, dataset in zip(axes, order, strict=False):
         sub = df[df.dataset == dataset]
         tolerance = analysis.effective_tolerance(sub, th)
-        curve = analysis.arm_curve(sub, "sparse")
+        curve = analysis.arm_curve(sub, plan.SPARSE)
         dense = analysis.dense_accuracy(sub)
         if dense is not None:
-            ax.axhline(dense, color="k", lw=1, label=f"dense ({100 * dense:.2f}%)")
+            ax.axhline(dense, color=ARM_COLORS[plan.DENSE], lw=1,
+                       label=f"{analysis.curve_label(plan.DENSE)} ({100 * dense:.2f}%)")
             ax.axhspan(dense - tolerance, dense, color="0.9", zorder=0, label=f"tolerance {100 * tolerance:.2g} pt")
-        ax.errorbar(curve.apl, curve.acc, yerr=curve.acc_std.fillna(0), fmt="o-", color=ARM_COLORS["sparse"],
-                    ms=4, capsize=2, label="sparse (from scratch), ± sd over seeds")
+        ax.errorbar(curve.apl, curve.acc, yerr=curve.acc_std.fillna(0), fmt="o-", color=ARM_COLORS[plan.SPARSE],
+                    ms=4, capsize=2, label=f"{analysis.curve_label(plan.SPARSE)}, ± sd over seeds")
         for p in curve.itertuples():
             ax.annotate(f"λ={p.lam:.3g}", (p.apl, p.acc), textcoords="offset points", xytext=(3, -9), fontsize=6)
         base = analysis.baseline_points(sub)
@@ -96,8 +97,8 @@ def accuracy_vs_apl(df: pd.DataFrame, th: analysis.Thresholds) -> Figure:
             b = base[base.widened == widened]
             if b.empty:  # no legend entry for a kind this study did not train
                 continue
-            ax.scatter(b.apl, b.acc, marker=marker, color=ARM_COLORS["baseline"], s=22, label=label,
-                       facecolors="none" if widened else ARM_COLORS["baseline"], zorder=3)
+            ax.scatter(b.apl, b.acc, marker=marker, color=ARM_COLORS[plan.BASELINE], s=22, label=label,
+                       facecolors="none" if widened else ARM_COLORS[plan.BASELINE], zorder=3)
             for p in b.itertuples():
                 name = f"{'p' if p.arch == 'plain' else 'd'}{p.depth}"
                 ax.annotate(name, (p.apl, p.acc), textcoords="offset points", xytext=(3, 3), fontsize=6)
@@ -120,7 +121,7 @@ class Study:
 def _heatmap_rows(df: pd.DataFrame, depths: dict) -> tuple[list[float], np.ndarray | None, np.ndarray | None]:
     """λ values and (nonlinear, width) matrices from the depth file's entry of each sparse λ."""
     lams, counts, widths = [], [], []
-    for row in _first_seed(df[df.arm == "sparse"]).itertuples():
+    for row in _first_seed(df[df.arm == plan.SPARSE]).itertuples():
         if row.run not in depths:
             continue
         layers = sorted(depths[row.run]["layers"], key=lambda r: r["index"])
@@ -162,7 +163,7 @@ def core_plateau(df: pd.DataFrame, th: analysis.Thresholds) -> Figure:
     ax_apl, ax_width = fig.subplots(1, 2)
     for k, dataset in enumerate(analysis.datasets_by_difficulty(df)):
         sub = df[df.dataset == dataset]
-        curve = analysis.arm_curve(sub, "sparse")
+        curve = analysis.arm_curve(sub, plan.SPARSE)
         curve = curve[curve.lam > 0]
         color = f"C{k}"
         ax_apl.plot(curve.lam, curve.apl, "o-", color=color, ms=4, label=dataset)
@@ -191,20 +192,20 @@ def nonlinear_advantage(df: pd.DataFrame) -> Figure:
     gaps = []
     for ax, dataset in zip(axes, order, strict=False):
         sub = df[df.dataset == dataset]
-        for arm, label in (("sparse", "from scratch"), ("posthoc", "post-hoc")):
+        for arm in (plan.SPARSE, plan.POSTHOC):
             curve = analysis.arm_curve(sub, arm).sort_values("apl")
             ax.errorbar(curve.apl, curve.acc, yerr=curve.acc_std.fillna(0), fmt="o-", ms=4, capsize=2,
-                        color=ARM_COLORS[arm], label=f"{label}, ± sd over seeds")
+                        color=ARM_COLORS[arm], label=f"{analysis.curve_label(arm)}, ± sd over seeds")
         gap = analysis.matched_apl_gap(sub)
         if gap.mean_gap is not None:
-            ax.fill_between(gap.apl, gap.scratch, gap.posthoc, color=ARM_COLORS["posthoc"], alpha=0.15,
+            ax.fill_between(gap.apl, gap.scratch, gap.posthoc, color=ARM_COLORS[plan.POSTHOC], alpha=0.15,
                             lw=0, label=f"gap, mean {100 * gap.mean_gap:+.2f} pt")
         gaps.append((dataset, analysis.dense_error(sub), gap.mean_gap))
         ax.set(title=dataset, xlabel="normalized APL", ylabel="test accuracy")
         _legend_below(ax)
     ax = axes[len(order)]
     ranked = [g for g in gaps if g[1] is not None and g[2] is not None]
-    ax.bar(range(len(ranked)), [100 * g[2] for g in ranked], color=ARM_COLORS["posthoc"])
+    ax.bar(range(len(ranked)), [100 * g[2] for g in ranked], color=ARM_COLORS[plan.POSTHOC])
     ax.set_xticks(range(len(ranked)), [f"{d}\n(err {100 * e:.1f}%)" for d, e, _ in ranked])
     ax.axhline(0, color="k", lw=0.8)
     ax.set(title="mean gap, by dense test error", ylabel="post-hoc − scratch (pt)")
@@ -217,17 +218,17 @@ def early_late(df: pd.DataFrame) -> Figure:
     fig, axes = _grid(len(order))
     for ax, dataset in zip(axes, order, strict=False):
         sub = df[df.dataset == dataset]
-        starts = sorted(sub[sub.arm == "late"].prior_start_epoch.unique())
-        budget = int(sub.budget_epochs.max())
-        for k, arm in enumerate(["sparse", *(f"late@{s}" for s in starts)]):
-            curve = analysis.arm_curve(sub, arm).sort_values("apl")
-            start = 0 if arm == "sparse" else int(arm[5:])
+        curves = [(plan.SPARSE, 0), *((plan.LATE, start) for start in analysis.starts(sub, plan.LATE))]
+        for k, (arm, start) in enumerate(curves):
+            curve = analysis.arm_curve(analysis.from_epoch(sub, arm, start), arm).sort_values("apl")
             ax.errorbar(curve.apl, curve.acc, yerr=curve.acc_std.fillna(0), fmt="o-", ms=3, capsize=2,
-                        color=_start_color(k), label=f"prior from epoch {start} of {budget}")
+                        color=_start_color(k), label=analysis.curve_label(arm, start))
         dense = analysis.dense_accuracy(sub)
         if dense is not None:
-            ax.axhline(dense, color="k", lw=1, label=f"dense ({100 * dense:.2f}%)")
-        ax.set(title=dataset, xlabel="normalized APL", ylabel="test accuracy")
+            ax.axhline(dense, color=ARM_COLORS[plan.DENSE], lw=1,
+                       label=f"{analysis.curve_label(plan.DENSE)} ({100 * dense:.2f}%)")
+        ax.set(title=f"{dataset}, budget {int(sub.budget_epochs.max())} epochs", xlabel="normalized APL",
+               ylabel="test accuracy")
         _legend_below(ax)
     return fig
 
@@ -237,18 +238,18 @@ def _start_color(k: int) -> tuple:
     return matplotlib.colormaps["viridis"](0.85 - 0.75 * k / 4)
 
 
-def _representatives(sub: pd.DataFrame) -> list[tuple[str, pd.Series]]:
-    """Dense, sparse at the smallest, middle and largest λ, post-hoc at the middle λ."""
+def _representatives(sub: pd.DataFrame) -> list[tuple[str, str, pd.Series]]:
+    """(arm, label, row): dense, sparse at the smallest, middle and largest λ, post-hoc at the middle λ."""
     picks = []
-    dense = sub[sub.arm == "dense"].sort_values("seed")
+    dense = sub[sub.arm == plan.DENSE].sort_values("seed")
     if len(dense):
-        picks.append(("dense", dense.iloc[0]))
-    for arm in ("sparse", "posthoc"):
+        picks.append((plan.DENSE, analysis.curve_label(plan.DENSE), dense.iloc[0]))
+    for arm in (plan.SPARSE, plan.POSTHOC):
         rows = _first_seed(sub[sub.arm == arm])
         if rows.empty:
             continue
-        chosen = [len(rows) // 2] if arm == "posthoc" else sorted({0, len(rows) // 2, len(rows) - 1})
-        picks += [(f"{arm} λ={rows.iloc[i].lam:g}", rows.iloc[i]) for i in chosen]
+        chosen = [len(rows) // 2] if arm == plan.POSTHOC else sorted({0, len(rows) // 2, len(rows) - 1})
+        picks += [(arm, f"{analysis.curve_label(arm)} λ={rows.iloc[i].lam:g}", rows.iloc[i]) for i in chosen]
     return picks
 
 
@@ -258,7 +259,7 @@ def training_curves(df: pd.DataFrame, runs: Path) -> Figure:
     axes = fig.subplots(2, len(order), squeeze=False)
     for col, dataset in enumerate(order):
         ax_acc, ax_nl = axes[0, col], axes[1, col]
-        for k, (label, row) in enumerate(_representatives(df[df.dataset == dataset])):
+        for k, (arm, label, row) in enumerate(_representatives(df[df.dataset == dataset])):
             path = run_dir(runs, row.run) / "history.csv"
             if not path.is_file():
                 continue
@@ -266,7 +267,7 @@ def training_curves(df: pd.DataFrame, runs: Path) -> Figure:
             # epochs since initialization: a post-hoc run's follow its dense start's
             h["epoch"] += int(row.budget_epochs) - int(row.epochs)
             acc = "val_acc" if "val_acc" in h else "test_acc"
-            style = dict(color="k" if label == "dense" else f"C{k}", lw=1.2, label=label)
+            style = dict(color=ARM_COLORS[plan.DENSE] if arm == plan.DENSE else f"C{k}", lw=1.2, label=label)
             if acc in h:
                 ax_acc.plot(h.epoch, h[acc], **style)
             missing = {"nonlinear_channels", "total_channels"} - set(h.columns)
@@ -305,11 +306,11 @@ def _late_gaps(df: pd.DataFrame, th: analysis.Thresholds) -> str:
     gaps = []
     for d in analysis.datasets_by_difficulty(df):
         sub = df[df.dataset == d]
-        starts = sorted(sub[sub.arm == "late"].prior_start_epoch.unique())
+        starts = analysis.starts(sub, plan.LATE)
         if not starts:
             gaps.append(f"{d}: no late-start runs")
             continue
-        iv, why = analysis.gap_interval(sub, f"late@{starts[-1]}", "sparse", th)
+        iv, why = analysis.gap_interval(analysis.from_epoch(sub, plan.LATE, starts[-1]), plan.LATE, plan.SPARSE, th)
         gaps.append(f"{d}: {iv.pt() if iv else why}")
     return "; ".join(gaps)
 

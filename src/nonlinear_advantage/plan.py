@@ -233,9 +233,9 @@ def _plan(params_json: str, arms: tuple) -> tuple[Run, ...]:
 
 
 def runs(params: dict, arms=None) -> list[Run]:
-    """Every run of the study, in a fixed order: dataset, seed, arm, then the sweep's order. A run
-    whose network another run already trains (own and widened width equal, say) is listed with
-    ``trained_as`` that run: the report shows it under both, and it trains once."""
+    """Every run of the study (of ``arms``, default all), in a fixed order: dataset, seed, arm, then
+    the sweep's order. A run whose network another run already trains (own and widened width equal,
+    say) is listed with ``trained_as`` that run: the report shows it under both, and it trains once."""
     table = tuple((name, id(arm)) for name, arm in ARMS.items())
     return [run for run in _plan(json.dumps(params, sort_keys=True), table) if arms is None or run.arm in arms]
 

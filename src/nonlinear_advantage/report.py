@@ -41,7 +41,7 @@ from reportlab.platypus import (
     TableStyle,
 )
 
-from . import analysis, figures
+from . import analysis, figures, plan
 from .errors import UserError
 from .fileio import file_sha256, write_bytes
 
@@ -74,6 +74,8 @@ APL_DEFINITION = (
 )
 SECTIONS = ("Findings", *dict.fromkeys(spec.section for spec in figures.FIGURES), "Tables")
 FONT, BOLD = "DejaVuSans", "DejaVuSans-Bold"
+TABLE_COLUMNS = ("arm", "arch", "depth", "width", "λ", "seeds", "test acc % ± sd", "APL", "APL (unnorm.)",
+                 "nonlinear / total", "params", "× full")  # the Tables section's, one row per configuration
 
 
 # ---------------------------------------------------------------- provenance
@@ -149,13 +151,14 @@ def _styles() -> dict[str, ParagraphStyle]:
     return s
 
 
-def _table(rows: list[list], widths=None, header: bool = True, font_size: float = 7) -> Table:
+def _table(rows: list[list], widths=None, header: bool = True, font_size: float = 7, padding: float = 6) -> Table:
     table = Table(rows, colWidths=widths, repeatRows=1 if header else 0, hAlign="LEFT")
     style = [
         ("FONT", (0, 0), (-1, -1), FONT, font_size),
         ("VALIGN", (0, 0), (-1, -1), "TOP"),
         ("LINEBELOW", (0, -1), (-1, -1), 0.5, colors.grey),
         ("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
+        ("LEFTPADDING", (0, 0), (-1, -1), padding), ("RIGHTPADDING", (0, 0), (-1, -1), padding),
     ]
     if header:
         style += [("FONT", (0, 0), (-1, 0), BOLD, font_size),
@@ -179,25 +182,25 @@ def _pct(x) -> str:
 
 
 def dataset_table(sub: pd.DataFrame) -> pd.DataFrame:
-    """Key numbers of one dataset: one row per configuration, mean (and sd) over seeds."""
+    """Key numbers of one dataset: one row per configuration, mean (and sd) over seeds, every arm
+    of the summary in the arm table's order (one it does not know last)."""
     keys = ["arm", "arch", "depth", "width", "widened", "lam", "prior_start_epoch"]
-    g = sub.groupby(keys, sort=False)
+    g = sub.groupby(keys, sort=False, dropna=False)
     out = g.agg(seeds=("seed", "size"), acc=("test_acc", "mean"), sd=("test_acc", "std"),
                 apl=("apl_normalized", "mean"), apl_u=("apl_unnormalized", "mean"),
                 nonlinear=("nonlinear_channels", "mean"), total=("total_channels", "mean"),
                 params=("params", "mean")).reset_index()
-    dense = sub[sub.arm == "dense"].params
+    dense = sub[sub.arm == plan.DENSE].params
     out["ratio"] = out.params / (dense.mean() if len(dense) else np.nan)
-    arm_order = {"dense": 0, "sparse": 1, "posthoc": 2, "late": 3, "pretrain": 4, "baseline": 5, "shallow": 6}
-    out["_order"] = out.arm.map(arm_order).fillna(9)
-    return out.sort_values(["_order", "prior_start_epoch", "lam", "depth", "widened"]).drop(columns="_order")
+    out["_order"] = out.arm.map(analysis.arm_order)
+    order = ["_order", "arm", "prior_start_epoch", "lam", "depth", "width", "widened"]
+    return out.sort_values(order).drop(columns="_order")
 
 
 def _table_rows(t: pd.DataFrame) -> list[list[str]]:
-    rows = [["arm", "arch", "depth", "width", "λ", "seeds", "test acc % ± sd", "APL", "APL (unnorm.)",
-             "nonlinear / total", "params", "× full"]]
+    rows = [list(TABLE_COLUMNS)]
     for r in t.itertuples():
-        arm = r.arm + (" (wide)" if r.widened else "") + (f" from {r.prior_start_epoch}" if r.arm == "late" else "")
+        arm = analysis.curve_label(r.arm, r.prior_start_epoch) + (" (wide)" if r.widened else "")
         sd = "" if np.isnan(r.sd) else f" ± {100 * r.sd:.2f}"
         rows.append([arm, r.arch, f"{r.depth}", f"{r.width}", f"{r.lam:g}", f"{r.seeds}", f"{100 * r.acc:.2f}{sd}",
                      f"{r.apl:.2f}", f"{r.apl_u:.2f}", f"{r.nonlinear:.0f} / {r.total:.0f}",
@@ -207,12 +210,10 @@ def _table_rows(t: pd.DataFrame) -> list[list[str]]:
 
 def _architectures(df: pd.DataFrame) -> str:
     parts = []
-    for arm in ("dense", "sparse", "posthoc", "late", "baseline", "shallow"):
+    for arm in sorted(df.arm.unique(), key=lambda arm: (analysis.arm_order(arm), arm)):
         rows = df[df.arm == arm]
-        if rows.empty:
-            continue
         kinds = sorted({f"{r.arch}-{r.depth} width {r.width} ({r.activation})" for r in rows.itertuples()})
-        parts.append(f"<b>{arm}</b>: {escape(', '.join(kinds))}")
+        parts.append(f"<b>{escape(analysis.curve_label(arm))}</b>: {escape(', '.join(kinds))}")
     return "<br/>".join(parts)
 
 
@@ -291,7 +292,7 @@ def _grid_span(df, s, th) -> list:
     """Does each arm's grid of shifts span the APL range? Where it falls short, the report says so."""
     span = analysis.grid_span(df, th)
     rows = [["dataset", "arm", "largest APL", "smallest APL", "in transition", "grid"]]
-    rows += [[r.dataset, r.arm.replace("late@", "late, prior from epoch "), f"{r.high:.0%}", f"{r.low:.0%}",
+    rows += [[r.dataset, analysis.curve_label(r.arm, r.start), f"{r.high:.0%}", f"{r.low:.0%}",
               f"{r.transition}", r.note] for r in span.itertuples()]
     short = int((~span.ok).sum()) if len(span) else 0
     return [Paragraph("Grids of prior shifts", s["Heading3"]),
@@ -319,7 +320,8 @@ def build_story(df: pd.DataFrame, figures_dir: Path, th: analysis.Thresholds, **
     story.append(Paragraph("Test accuracy in percent (mean and standard deviation over seeds), APLs and "
                            "nonlinear channels from results/summary.csv.", s["Small"]))
     for d in analysis.datasets_by_difficulty(df):
-        table = _table(_table_rows(dataset_table(df[df.dataset == d])), font_size=6)  # 12 columns: fits A4
+        # 12 columns and the arm table's labels: they fit A4's frame with narrow padding
+        table = _table(_table_rows(dataset_table(df[df.dataset == d])), font_size=6, padding=3)
         story += [Paragraph(escape(d), s["Heading2"]), table]
     return story
 
