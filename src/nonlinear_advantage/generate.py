@@ -34,12 +34,12 @@ def _item(pattern: str) -> str:
 
 
 def _configure_stage() -> dict:
-    # Every params section but the analysis thresholds decides some run config.
-    sections = [key for key in plan.params_schema()["properties"] if key != "analysis"]
     return {
         "cmd": f"python -m nonlinear_advantage configure --params {PARAMS} --out {plan.CONFIG_DIR}",
         "deps": plan.code_files("plan"),
-        "params": sections,
+        # Every param of the file, whichever sections it has (a new arm's is optional): DVC tracks
+        # the values, so `dvc exp show` compares them; what changes no config retrains nothing.
+        "params": [{PARAMS: None}],
         "outs": [plan.CONFIG_DIR],
     }
 
