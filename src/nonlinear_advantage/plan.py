@@ -471,14 +471,11 @@ def configs_digest(params: dict) -> str:
 def write_configs(params: dict, root) -> list[str]:
     """``configure``: each trained run's resolved config to ``root/RUN.yaml``, and each dataset's
     row to ``root/datasets/NAME.json`` (what a DVC data stage depends on); the files written."""
-    paths = []
-    for name in params["datasets"]:
-        paths.append(f"{root}/datasets/{name}.json")
-        fileio.write_json(paths[-1], dataset_row(name))
+    files = {f"{root}/datasets/{name}.json": fileio.json_text(dataset_row(name)) for name in params["datasets"]}
     for run_id in run_ids(params):
-        paths.append(config_path(run_id, root=str(root)))
-        fileio.write_text(paths[-1], yaml.safe_dump(run_config(params, run_id), sort_keys=False))
-    return paths
+        files[config_path(run_id, root=str(root))] = yaml.safe_dump(run_config(params, run_id), sort_keys=False)
+    fileio.write_files(files)  # all or none
+    return list(files)
 
 
 def add_cli(subparsers) -> None:

@@ -20,7 +20,6 @@ resume, in the hidden ``.resume-times.json`` beside ``.resume.pt``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -116,14 +115,10 @@ def _save_checkpoint(out: Path, state: dict) -> None:
         _link_or_copy(ckpt, tmp)
 
 
-@contextlib.contextmanager
 def _writing(path: Path):
     """A full disk or a lost mount mid-run is a UserError naming the file (exit 2, no traceback)."""
-    try:
-        yield
-    except OSError as exc:
-        raise UserError(f"{path}: cannot write: {exc.strerror or exc}; the last good epoch stays in "
-                        f"{path.parent / '.resume.pt'} and the same command resumes") from None
+    return fileio.writing(path, f"the last good epoch stays in {path.parent / '.resume.pt'} and the same "
+                                "command resumes")
 
 
 # Timings of a run in progress: a list of wall_time_s (one per epoch), beside .resume.pt
