@@ -1,8 +1,8 @@
 """Snakemake and DVC refuse to run the study beside each other in one checkout (studylock.py).
 
 The unit tests drive DVC's own lock code (dvc.rwlock, zc.lockfile) against the module; the last
-test starts both tools at once on the tiny study (about a minute on 2 cores, most of it the run
-that goes on and the reference run).
+test starts both tools at once on the tiny study (90 s on 2 cores: the tool that goes on, then a
+reference run).
 """
 
 import json
@@ -117,6 +117,7 @@ def test_a_checkout_without_dvc_has_nothing_to_exclude(tmp_path):
     assert not (tmp_path / ".dvc").exists()
 
 
+@pytest.mark.slow
 def test_both_tools_started_together_one_refuses_the_other_finishes(tmp_path):
     """The issue's probe: `dvc repro` and `snakemake` at once in one checkout of the tiny study."""
     race, reference = copy_repo(tmp_path / "race"), copy_repo(tmp_path / "reference")
