@@ -136,25 +136,27 @@ def write_text(path, text: str) -> None:
     write_bytes(path, text.encode())
 
 
+def non_finite(obj, parts=()) -> Iterator[tuple[tuple, float]]:
+    """(key path, value) of every NaN or infinite float in ``obj``, at any depth."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        yield parts, obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from non_finite(value, (*parts, key))
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from non_finite(value, (*parts, i))
+
+
 def json_text(obj, what="") -> str:
     """Strict JSON (no NaN or Infinity, which other readers refuse); a non-finite number is a bug in
     the caller, and the ValueError names its key."""
     try:
         return json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
     except ValueError:
-        raise ValueError(f"{what or 'JSON output'}: not a finite number: {', '.join(_non_finite(obj))}; "
-                         "a bug, not written") from None
-
-
-def _non_finite(obj, key: str = "") -> list[str]:
-    """The keys (``a.b[2]``) of the NaN and infinite floats in ``obj``."""
-    if isinstance(obj, float):
-        return [] if math.isfinite(obj) else [f"{key or '(top level)'} = {obj}"]
-    if isinstance(obj, dict):
-        return [bad for k, v in obj.items() for bad in _non_finite(v, f"{key}.{k}" if key else str(k))]
-    if isinstance(obj, (list, tuple)):
-        return [bad for i, v in enumerate(obj) for bad in _non_finite(v, f"{key}[{i}]")]
-    return []
+        bad = [".".join(map(str, parts)) + f" = {value}" for parts, value in non_finite(obj)]
+        raise ValueError(f"{what or 'JSON output'}: not a finite number: {', '.join(bad)}; a bug, "
+                         "not written") from None
 
 
 def write_json(path, obj) -> None:

@@ -16,6 +16,7 @@ from functools import cache
 from pathlib import Path
 
 from .errors import UserError
+from .fileio import non_finite
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schema_files"
 PARAMS = "params"
@@ -59,18 +60,6 @@ def with_defaults(instance, schema: dict):
     return out
 
 
-def non_finite(instance, parts=()):
-    """(key path, value) of every NaN or infinite float in ``instance``, at any depth."""
-    if isinstance(instance, float) and not math.isfinite(instance):
-        yield parts, instance
-    elif isinstance(instance, dict):
-        for key, value in instance.items():
-            yield from non_finite(value, (*parts, key))
-    elif isinstance(instance, list):
-        for i, value in enumerate(instance):
-            yield from non_finite(value, (*parts, i))
-
-
 # A number with an exponent, as YAML 1.2 (and so DVC) reads it. PyYAML's YAML 1.1 reads one only
 # with a dot and a signed exponent (1.0e+6): 1e6, 1.0e6 and 1e-3 stay text, for Snakemake too.
 _EXPONENT_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+")
@@ -85,26 +74,25 @@ def _yaml11_hint(text, schema_type) -> str:
     types = schema_type if isinstance(schema_type, list) else [schema_type]
     if "number" not in types and "integer" not in types:
         return ""
-    value = float(text)
-    if "integer" in types and value.is_integer():
-        fix = str(int(value))
-    else:
-        mantissa, _, exponent = text.strip().lower().partition("e")
-        mantissa = mantissa if "." in mantissa else f"{mantissa}.0"
-        fix = mantissa + (f"e{exponent if exponent[0] in '+-' else '+' + exponent}" if exponent else "")
+    mantissa, _, exponent = text.lower().partition("e")
+    fix = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent if exponent[0] in '+-' else '+' + exponent}"
+    if "integer" in types and float(text).is_integer():
+        fix = str(int(float(text)))
     return (f"{text!r} is a string, not a number: YAML 1.1 (PyYAML, which Snakemake and this package use) reads "
             f"a number with an exponent only with a dot and a signed exponent; write {fix}")
 
 
-def _validator(schema: dict):
+@cache
+def _validator_class():
     """Draft 2020-12, with "number" meaning a finite number: NaN and infinities (YAML's .nan, .inf)
     fail every numeric key's type."""
     import jsonschema
 
-    finite = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
-        "number", lambda checker, x: jsonschema.Draft202012Validator.TYPE_CHECKER.is_type(x, "number")
-        and (not isinstance(x, float) or math.isfinite(x)))
-    return jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=finite)(schema)
+    draft = jsonschema.Draft202012Validator
+    finite = draft.TYPE_CHECKER.redefine(
+        "number", lambda checker, x: draft.TYPE_CHECKER.is_type(x, "number") and (not isinstance(x, float)
+                                                                                 or math.isfinite(x)))
+    return jsonschema.validators.extend(draft, type_checker=finite)
 
 
 def _message(error) -> str:
@@ -122,7 +110,7 @@ def check(instance, name: str | dict, source: str):
     schema = load(name) if isinstance(name, str) else name
     instance = with_defaults(instance, schema)
     errors = {}  # key path -> messages
-    for e in _validator(schema).iter_errors(instance):
+    for e in _validator_class()(schema).iter_errors(instance):
         errors.setdefault(tuple(e.absolute_path), set()).add(_message(e))
     for parts, value in non_finite(instance):
         errors.setdefault(parts, {f"{value} is not a finite number"})
