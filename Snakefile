@@ -22,7 +22,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.getenv("PYTHONPATH")]))
 )
 
-from nonlinear_advantage import plan
+from nonlinear_advantage import plan, studylock
 
 # The trainer and aggregate read the params file themselves, so they must see what Snakemake
 # sees: one whole file, never a merge of two (no configfile: directive) nor --config edits.
@@ -44,6 +44,21 @@ os.environ.update(NLA_PARAMS=PARAMS_FILE)
 # {run} is exactly a run of the plan.
 wildcard_constraints:
     run="|".join(re.escape(run) for run in RUNS),
+
+
+# One tool at a time: while DVC runs the study here, Snakemake stops (exit 2, naming DVC's pid);
+# while Snakemake does, `dvc repro` refuses every stage, naming Snakemake's pid. Hooks run in the
+# main process only, when jobs are to run: not for -n, nor in a job (SLURM's run with --no-hooks).
+onstart:
+    studylock.snakemake_start()
+
+
+onsuccess:
+    studylock.release()
+
+
+onerror:
+    studylock.release()
 
 
 # `snakemake --report report.html`: the figures and the PDF, with their captions.

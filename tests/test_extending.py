@@ -52,7 +52,7 @@ def toy_parameters(depth, width, in_channels, num_classes, activation) -> int:
 def registered(monkeypatch):
     """The two registry entries a user would add (datasets.py, architectures.py)."""
     monkeypatch.setitem(DATASETS, "toy", Dataset(shape=(1, 6, 6), reader="none", files={}, classes=("a", "b", "c"),
-                                                 num_classes=3))
+                                                 num_classes=3, images=(81, 21)))
     monkeypatch.setitem(architectures.ARCHITECTURES, "toy", architectures.Architecture(
         "test_extending:toy_net", toy_parameters, lambda d: d >= 2, ">= 2"))
     plan.params_schema.cache_clear()
@@ -71,7 +71,7 @@ def write_toy_data(path, seed=0) -> None:
 
     (tx, ty), (vx, vy), (sx, sy) = split(60), split(21), split(21)
     fileio.torch_save(dict(name="toy", train_x=tx, train_y=ty, val_x=vx, val_y=vy, test_x=sx, test_y=sy,
-                           classes=["a", "b", "c"], mean=[0.3], std=[0.2], seed=seed), path)
+                           classes=["a", "b", "c"], mean=[0.3], std=[0.2], seed=seed, pool=1), path)
 
 
 def toy_params() -> dict:

@@ -89,9 +89,10 @@ def test_run_config_per_arm(params):
     assert sparse["init_from"] is None and sparse["model"]["activation"] == "prelu"
     assert sparse["epochs"] == budget and sparse["prior_start_epoch"] == 0
     assert sparse["fields"] == {"arm": "sparse", "dataset": "digits", "seed": 0, "shift": 1.5}
-    assert set(sparse) == {"name", "fields", "data", "model", "epochs", "batch_size", "optimizer", "schedule", "lam",
-                           "prior_start_epoch", "proximal", "eps", "augment", "seed", "threads", "device", "precision",
-                           "channels_last", "compile", "init_from"}  # workflow/schemas/run.schema.json
+    assert set(sparse) == {  # workflow/schemas/run.schema.json
+        "name", "fields", "data", "data_check", "model", "epochs", "batch_size", "optimizer", "schedule", "lam",
+        "prior_start_epoch", "proximal", "eps", "augment", "seed", "threads", "device", "precision", "channels_last",
+        "compile", "init_from"}
     pretrain = plan.run_config(params, "digits/pretrain/s0")
     assert pretrain["lam"] == 0.0 and pretrain["init_from"] is None and pretrain["model"]["activation"] == "prelu"
     assert pretrain["epochs"] == budget - params["posthoc"]["epochs"]

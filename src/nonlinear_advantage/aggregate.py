@@ -92,11 +92,12 @@ def aggregate(run_dirs, out, depth, curves=None, entries=None) -> list[dict]:
     if not pairs:
         raise UserError("aggregate: no runs given")
     rows = [row for row, _ in pairs]
-    fileio.write_text(out, fileio.csv_text(rows, SUMMARY_COLUMNS))
+    files = {out: fileio.csv_text(rows, SUMMARY_COLUMNS)}
     if curves:
         history = [r for row, d in pairs for r in curve_rows(d, row)]
         columns = list(dict.fromkeys(k for r in history for k in r))  # union, first-seen order
-        fileio.write_text(curves, fileio.csv_text(history, columns))
+        files[curves] = fileio.csv_text(history, columns)
+    fileio.write_files(files)  # both or neither
     return rows
 
 

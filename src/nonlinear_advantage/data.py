@@ -308,12 +308,19 @@ def _mean_std(x: torch.Tensor) -> tuple[list[float], list[float]]:
     return mean, std
 
 
+def check_pool(factor: int, height: int, width: int) -> None:
+    """A pool factor must divide both sides of the images: any other would drop pixels at the edge."""
+    divisors = [k for k in range(1, min(height, width) + 1) if height % k == 0 and width % k == 0]
+    if factor not in divisors:
+        raise UserError(f"--pool {factor} does not divide the {height}×{width} images (it would drop pixels at "
+                        f"the edge); use one of {', '.join(map(str, divisors))}")
+
+
 def pool_images(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """Average ``factor``×``factor`` blocks of uint8 images, rounded back to uint8 (a ragged edge is dropped)."""
+    """Average ``factor``×``factor`` blocks of uint8 images, rounded back to uint8."""
+    check_pool(factor, *x.shape[2:])
     if factor == 1:
         return x
-    if factor > min(x.shape[2:]):
-        raise UserError(f"--pool {factor}: the images are only {tuple(x.shape[2:])} pixels")
     pooled = torch.nn.functional.avg_pool2d(x.to(torch.float32), factor)
     return pooled.round_().to(torch.uint8).contiguous()
 
@@ -322,6 +329,7 @@ def prepare(name: str, raw, out, *, train_size=None, val_size=None, test_size=No
             pool: int = 1) -> dict:
     """Split ``raw`` into train/val/test (stratified, by ``seed``), average-pool by ``pool``, and save."""
     ds, raw = DATASETS[name], Path(raw)
+    check_pool(pool, *ds.shape[1:])
     payloads = {}
     for f, check in ds.files.items():
         if not (raw / f).is_file():
@@ -362,7 +370,7 @@ def prepare(name: str, raw, out, *, train_size=None, val_size=None, test_size=No
     # Nothing about the raw dir's path or the source that served it (raw/SOURCE): identical
     # raw files give identical bytes, on any machine and from any source.
     prepared = dict(name=name, train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, test_x=test_x,
-                    test_y=test_y, classes=list(classes), mean=mean, std=std, seed=seed)
+                    test_y=test_y, classes=list(classes), mean=mean, std=std, seed=seed, pool=pool)
     fileio.torch_save(prepared, out)  # byte-deterministic: preparing twice gives the same file
     print(f"{name}: train {len(train_y)}, val {len(val_y)}, test {len(test_y)} images of {tuple(train_x.shape[1:])}"
           f" -> {out}")

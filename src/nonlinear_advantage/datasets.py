@@ -35,6 +35,9 @@ class Dataset:
     val_size: int = 5000  # carved from the training set
     test_size: int = 0  # 0: the official test set; else carved from the one pool (digits)
     num_classes: int = 10
+    # (images of the training set, of the official test set; 0: none, the test set is carved from the
+    # one pool): validate-params refuses splits larger than these. None: unknown, not checked.
+    images: tuple[int, int] | None = None
 
 
 DIGITS = tuple("0123456789")
@@ -47,7 +50,7 @@ DATASETS: dict[str, Dataset] = {
     "digits": Dataset(
         shape=(1, 8, 8), reader="digits", classes=DIGITS,
         files={"digits.csv.gz": "sha256:6ebb3d2fee246a4e99363262ddf8a00a3c41bee6014c373ed9d9216ba7f651b8"},
-        offline=(_sklearn_data(), "pip install scikit-learn"), val_size=180, test_size=360,
+        offline=(_sklearn_data(), "pip install scikit-learn"), val_size=180, test_size=360, images=(1797, 0),
     ),
     # sha256s of the decompressed idx files, as given in issue 4 and checked here against
     # both Debian's recompressed .gz files; upstream's .gz md5s (torchvision's list) differ
@@ -61,7 +64,7 @@ DATASETS: dict[str, Dataset] = {
             "t10k-labels-idx1-ubyte.gz": "sha256:0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
         },
         urls=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-        offline=("/usr/share/datasets/fashion-mnist", "apt-get install dataset-fashion-mnist"),
+        offline=("/usr/share/datasets/fashion-mnist", "apt-get install dataset-fashion-mnist"), images=(60000, 10000),
     ),
     # The rest have no offline copy, and their payload sha256s cannot be computed without the
     # data: they carry the md5s torchvision 0.29 publishes (datasets/mnist.py, cifar.py, svhn.py).
@@ -75,6 +78,7 @@ DATASETS: dict[str, Dataset] = {
             "t10k-labels-idx1-ubyte.gz": "md5:ec29112dd5afa0611ce80d1b7f02629c",
         },
         urls=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+        images=(60000, 10000),
     ),
     # CIFAR: md5 of the .tar.gz, then md5 of every extracted (decompressed) member.
     "cifar10": Dataset(
@@ -89,7 +93,7 @@ DATASETS: dict[str, Dataset] = {
             "cifar-10-batches-py/batches.meta": "md5:5ff9c542aee3614f3951f8cda6e48888",
         },
         urls=("https://www.cs.toronto.edu/~kriz/",),
-        archive=("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
+        archive=("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"), images=(50000, 10000),
     ),
     "cifar100": Dataset(
         shape=(3, 32, 32), reader="cifar",
@@ -100,6 +104,7 @@ DATASETS: dict[str, Dataset] = {
         },
         urls=("https://www.cs.toronto.edu/~kriz/",),
         archive=("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"), num_classes=100,
+        images=(50000, 10000),
     ),
     # SVHN: md5 of the .mat files (uncompressed; the 'extra' split is not used).
     "svhn": Dataset(
@@ -108,6 +113,6 @@ DATASETS: dict[str, Dataset] = {
             "train_32x32.mat": "md5:e26dedcc434d2e4c54c9b2d4a06d8373",
             "test_32x32.mat": "md5:eb5a983be6a315427106f1b164d9cef3",
         },
-        urls=("http://ufldl.stanford.edu/housenumbers/",),
+        urls=("http://ufldl.stanford.edu/housenumbers/",), images=(73257, 26032),
     ),
 }

@@ -10,6 +10,7 @@ inputs give the same bytes.
 from __future__ import annotations
 
 import argparse
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from . import analysis, plan
 from .errors import UserError
-from .fileio import atomic_path, read_json, write_json
+from .fileio import json_text, read_json, write_dir
 
 METHOD_FILE = "method.json"  # run settings gathered from the runs' config.yaml, for the report
 STYLE = {
@@ -35,15 +36,15 @@ ARM_COLORS = {plan.SPARSE: "C0", plan.POSTHOC: "C3", plan.DENSE: "k", plan.BASEL
 PDF_METADATA = {"CreationDate": None, "Creator": "nonlinear-advantage"}
 
 
-def _save(fig: Figure, out_dir: Path, stem: str, formats: list[str]) -> list[Path]:
-    paths = []
+def _render(fig: Figure, stem: str, formats: list[str]) -> dict[str, bytes]:
+    """A figure's files, name -> bytes: drawn in memory, so that the set is written at once."""
+    files = {}
     for fmt in formats:
-        path = out_dir / f"{stem}.{fmt}"
         metadata = PDF_METADATA if fmt == "pdf" else {"Software": "nonlinear-advantage"}
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, metadata=metadata, bbox_inches="tight")
-        paths.append(path)
-    return paths
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=fmt, metadata=metadata, bbox_inches="tight")
+        files[f"{stem}.{fmt}"] = buffer.getvalue()
+    return files
 
 
 def _grid(n: int, width: float = 3.4, height: float = 2.9, extra: int = 0) -> tuple[Figure, list]:
@@ -422,11 +423,13 @@ def make_figures(summary: Path, runs: Path, depth: Path, out: Path, th: analysis
     if not runs.is_dir():
         raise UserError(f"runs directory not found: {runs}")
     study = Study(runs, read_json(depth, "measure the study first (python -m nonlinear_advantage measure)"))
-    written = []
+    files = {}
     with matplotlib.rc_context(STYLE):
         for spec in FIGURES:
-            written += _save(spec.draw(df, study, th), out, spec.stem, list(formats))
-    write_json(out / METHOD_FILE, method_settings(df, runs))
+            files |= _render(spec.draw(df, study, th), spec.stem, list(formats))
+    written = [out / name for name in files]
+    # The whole directory at once: a failure (a full disk) leaves the previous set, never part of one.
+    write_dir(out, files | {METHOD_FILE: json_text(method_settings(df, runs))})
     return written
 
 

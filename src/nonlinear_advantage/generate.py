@@ -155,7 +155,6 @@ def _main(args) -> int:
             raise UserError(f"out of date: {', '.join(stale)}; run `{COMMAND}`")
         print("generated files are up to date")
         return 0
-    for name, text in outputs().items():
-        fileio.write_text(args.root / name, text)
+    fileio.write_files({args.root / name: text for name, text in outputs().items()})
     print(f"wrote {', '.join(outputs())}" + (f" ({len(stale)} changed)" if stale else " (unchanged)"))
     return 0

@@ -78,11 +78,36 @@ def validate(params, source: str = "params") -> dict:
                 raise UserError(f"{source} is invalid:\n  late.starts[{i}]: {params['late']['starts'][i]} of "
                                 f"datasets.{name}.epochs ({sizes['epochs']}) starts the prior at epoch {epoch}: it "
                                 "must fall strictly inside the budget, at an epoch no other start has")
+        _check_dataset(name, sizes, source)
         if params["posthoc"]["epochs"] >= sizes["epochs"]:
             raise UserError(f"{source} is invalid:\n  posthoc.epochs: {params['posthoc']['epochs']} must be less than "
                             f"datasets.{name}.epochs ({sizes['epochs']}): post-hoc runs start from a dense net of "
                             "the budget less the post-hoc epochs")
     return params
+
+
+def _check_dataset(name: str, sizes: dict, source: str) -> None:
+    """What validate knows of a dataset's entry without its data, from the dataset table: a pool that
+    divides the images, and splits no larger than the table's image counts."""
+    ds, key = DATASETS[name], f"datasets.{name}"
+    (_, height, width), pool = ds.shape, sizes["pool"]
+    if height % pool or width % pool:
+        divisors = [k for k in range(1, min(height, width) + 1) if height % k == 0 and width % k == 0]
+        raise UserError(f"{source} is invalid:\n  {key}.pool: {pool} does not divide the {height}×{width} images of "
+                        f"{name} (pooling would drop pixels at the edge); use one of {', '.join(map(str, divisors))}")
+    if ds.images is None:  # a row that does not give its image counts
+        return
+    (pool_images, test_images), (train, val, test) = ds.images, (sizes[f"{s}_size"] for s in ("train", "val", "test"))
+    where = f"{name} has (its row of the dataset table, datasets.py)"
+    if not test_images and train + val + test > pool_images:
+        raise UserError(f"{source} is invalid:\n  {key}: train_size {train} + val_size {val} + test_size {test} = "
+                        f"{train + val + test} is more than the {pool_images} images {where}")
+    if test_images and train + val > pool_images:
+        raise UserError(f"{source} is invalid:\n  {key}: train_size {train} + val_size {val} = {train + val} is more "
+                        f"than the {pool_images} training images {where}")
+    if test_images and test > test_images:
+        raise UserError(f"{source} is invalid:\n  {key}.test_size: {test} is more than the {test_images} test images "
+                        f"{where}")
 
 
 def read_params(path) -> dict:
@@ -291,6 +316,15 @@ def config_path(run_id: str, root: str = CONFIG_DIR) -> str:
     return f"{root}/{run_id}.yaml"
 
 
+def data_check(params: dict, dataset: str) -> dict:
+    """What a run expects of its prepared file, from the params' entry of its dataset: the trainer
+    compares the file with it (run.schema.json's ``data_check``) and refuses another dataset's."""
+    sizes, (channels, height, width) = params["datasets"][dataset], DATASETS[dataset].shape
+    return {"dataset": dataset, "image_shape": [channels, height // sizes["pool"], width // sizes["pool"]],
+            **{f"{split}_size": sizes[f"{split}_size"] for split in ("train", "val", "test")},
+            "pool": sizes["pool"], "seed": params["data_seed"]}
+
+
 def prior_lam(config: dict, shift: float, train_size: int, dataset: str) -> float:
     """λ of a run under the prior, from its shift and its config as the trainer will run it: its
     epochs, learning rates, prior start and batch size, its train split's size and its channels."""
@@ -304,6 +338,7 @@ def _resolve(params: dict, run: Run) -> dict:
         "name": run.id,
         "fields": {"arm": run.arm, **run.fields},
         "data": data_path(dataset),
+        "data_check": data_check(params, dataset),
         "model": {"arch": model["arch"], "builder": architectures.architecture(model["arch"]).builder,
                   "depth": model["depth"], "width": model["width"], "activation": "prelu",
                   "slope_init": model["slope_init"]},
@@ -476,14 +511,11 @@ def configs_digest(params: dict) -> str:
 def write_configs(params: dict, root) -> list[str]:
     """``configure``: each trained run's resolved config to ``root/RUN.yaml``, and each dataset's
     row to ``root/datasets/NAME.json`` (what a DVC data stage depends on); the files written."""
-    paths = []
-    for name in params["datasets"]:
-        paths.append(f"{root}/datasets/{name}.json")
-        fileio.write_json(paths[-1], dataset_row(name))
+    files = {f"{root}/datasets/{name}.json": fileio.json_text(dataset_row(name)) for name in params["datasets"]}
     for run_id in run_ids(params):
-        paths.append(config_path(run_id, root=str(root)))
-        fileio.write_text(paths[-1], yaml.safe_dump(run_config(params, run_id), sort_keys=False))
-    return paths
+        files[config_path(run_id, root=str(root))] = yaml.safe_dump(run_config(params, run_id), sort_keys=False)
+    fileio.write_files(files)  # all or none
+    return list(files)
 
 
 def add_cli(subparsers) -> None:

@@ -47,3 +47,17 @@ def load_prepared(path) -> dict:
     if not len(d["mean"]) == len(d["std"]) == channels[0]:
         raise bad(f"mean/std need one value per channel ({channels[0]})")
     return d
+
+
+def check_prepared(path, d: dict, expect: dict | None) -> None:
+    """Compare a loaded prepared file with what its run expects (the run config's ``data_check``):
+    a UserError naming the file and each field that differs, with the expected and the found value."""
+    found = {"dataset": d["name"], "image_shape": list(d["train_x"].shape[1:]), "train_size": len(d["train_y"]),
+             "val_size": len(d["val_y"]), "test_size": len(d["test_y"]), "pool": d.get("pool"), "seed": d["seed"]}
+    wrong = [f"{key}: expected {want}, found {'none recorded (an older prepare)' if found[key] is None else found[key]}"
+             for key, want in (expect or {}).items() if want != found[key]]
+    if wrong:
+        raise UserError(f"{path}: not the prepared data this run expects (its config's data_check, from the params' "
+                        f"dataset entry and data_seed):\n  " + "\n  ".join(wrong)
+                        + "\nPrepare it again with the params' sizes, pool and seed (the pipeline's prepare step), "
+                        "or point the run at the right file.")

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import re
 from functools import cache
 from pathlib import Path
 
 from .errors import UserError
+from .fileio import non_finite
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schema_files"
 PARAMS = "params"
@@ -57,16 +60,62 @@ def with_defaults(instance, schema: dict):
     return out
 
 
-def check(instance, name: str | dict, source: str):
-    """``instance`` with defaults filled in; a UserError listing every problem by key and file.
-    ``name`` is a schema's name, or a schema itself."""
+# A number with an exponent, as YAML 1.2 (and so DVC) reads it. PyYAML's YAML 1.1 reads one only
+# with a dot and a signed exponent (1.0e+6): 1e6, 1.0e6 and 1e-3 stay text, for Snakemake too.
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+")
+
+
+def _yaml11_hint(text, schema_type) -> str:
+    """Why a number reads as a string, and how to write it; "" when ``text`` is not such a number."""
+    import yaml
+
+    if not isinstance(text, str) or not _EXPONENT_FLOAT.fullmatch(text) or not isinstance(yaml.safe_load(text), str):
+        return ""
+    types = schema_type if isinstance(schema_type, list) else [schema_type]
+    if "number" not in types and "integer" not in types:
+        return ""
+    mantissa, _, exponent = text.lower().partition("e")
+    fix = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent if exponent[0] in '+-' else '+' + exponent}"
+    if "integer" in types and float(text).is_integer():
+        fix = str(int(float(text)))
+    return (f"{text!r} is a string, not a number: YAML 1.1 (PyYAML, which Snakemake and this package use) reads "
+            f"a number with an exponent only with a dot and a signed exponent; write {fix}")
+
+
+@cache
+def _validator_class():
+    """Draft 2020-12, with "number" meaning a finite number: NaN and infinities (YAML's .nan, .inf)
+    fail every numeric key's type."""
     import jsonschema
 
+    draft = jsonschema.Draft202012Validator
+    finite = draft.TYPE_CHECKER.redefine(
+        "number", lambda checker, x: draft.TYPE_CHECKER.is_type(x, "number") and (not isinstance(x, float)
+                                                                                 or math.isfinite(x)))
+    return jsonschema.validators.extend(draft, type_checker=finite)
+
+
+def _message(error) -> str:
+    if error.validator == "type":
+        if isinstance(error.instance, float) and not math.isfinite(error.instance):
+            return f"{error.instance} is not a finite number"
+        return _yaml11_hint(error.instance, error.validator_value) or error.message
+    return error.message
+
+
+def check(instance, name: str | dict, source: str):
+    """``instance`` with defaults filled in; a UserError listing every problem by key and file.
+    ``name`` is a schema's name, or a schema itself. Every number must be finite, at every key
+    (the schema's numeric keys and free-form ones such as a run's ``fields`` alike)."""
     schema = load(name) if isinstance(name, str) else name
     instance = with_defaults(instance, schema)
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(instance), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    errors = {}  # key path -> messages
+    for e in _validator_class()(schema).iter_errors(instance):
+        errors.setdefault(tuple(e.absolute_path), set()).add(_message(e))
+    for parts, value in non_finite(instance):
+        errors.setdefault(parts, {f"{value} is not a finite number"})
     if errors:
-        lines = [f"  {key_path(e.absolute_path)}: {e.message}" for e in errors]
+        lines = [f"  {key_path(parts)}: {message}" for parts in sorted(errors, key=lambda p: list(map(str, p)))
+                 for message in sorted(errors[parts])]
         raise UserError(f"{source} is invalid:\n" + "\n".join(lines))
     return instance

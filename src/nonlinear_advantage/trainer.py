@@ -20,7 +20,6 @@ resume, in the hidden ``.resume-times.json`` beside ``.resume.pt``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -42,7 +41,7 @@ from .errors import UserError
 from .models import build_model, builder_path, load_builder, parameter_count
 from .optim import SGD
 from .prelu import nonlinearity_penalty, parameter_groups, prox_threshold, proximal_step_, sparse_prelus
-from .prepared import load_prepared
+from .prepared import check_prepared, load_prepared
 from .schedule import lr_at, steps_per_epoch
 
 # The columns of history.csv and the keys of metrics.json: the contract aggregate, the figures
@@ -121,14 +120,10 @@ def _save_checkpoint(out: Path, state: dict) -> None:
         _link_or_copy(ckpt, tmp)
 
 
-@contextlib.contextmanager
 def _writing(path: Path):
     """A full disk or a lost mount mid-run is a UserError naming the file (exit 2, no traceback)."""
-    try:
-        yield
-    except OSError as exc:
-        raise UserError(f"{path}: cannot write: {exc.strerror or exc}; the last good epoch stays in "
-                        f"{path.parent / '.resume.pt'} and the same command resumes") from None
+    return fileio.writing(path, f"the last good epoch stays in {path.parent / '.resume.pt'} and the same "
+                                "command resumes")
 
 
 # Timings of a run in progress: a list of wall_time_s (one per epoch), beside .resume.pt
@@ -187,8 +182,10 @@ class Split:
     y: torch.Tensor
 
 
-def load_splits(path: str, device: torch.device) -> tuple[dict[str, Split], dict]:
+def load_splits(path: str, device: torch.device, expect: dict | None = None) -> tuple[dict[str, Split], dict]:
+    """The prepared file's splits on the device, once it is checked against what the run expects."""
     data = load_prepared(path)
+    check_prepared(path, data, expect)
     mean = torch.tensor(data["mean"], dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(data["std"], dtype=torch.float32).view(1, -1, 1, 1)
 
@@ -358,20 +355,40 @@ def build(cfg: dict, info: dict) -> tuple[nn.Module, int]:
         raise UserError(f"run {cfg['name']}: model: {exc}") from None
     if cfg["init_from"]:
         source = load_checkpoint(cfg["init_from"])
+        misfit = _misfit(model.state_dict(), source["model"])
         try:
+            if misfit:
+                raise RuntimeError("; ".join(misfit))
             model.load_state_dict(source["model"])
         except (RuntimeError, KeyError) as exc:
-            raise UserError(f"run {cfg['name']}: init_from {cfg['init_from']} does not fit this model: "
+            raise UserError(f"run {cfg['name']}: init_from {cfg['init_from']} does not fit this model "
+                            f"({m['arch']}, depth {m['depth']}, width {m['width']}, {m['activation']}): "
                             f"{str(exc).splitlines()[0]}") from None
         return model, source.get("budget_epochs", source["epoch"])
     return model, 0
+
+
+def _misfit(own: dict, theirs: dict, first: int = 3) -> list[str]:
+    """How a checkpoint's state dict differs from a model's: the first keys whose shapes differ,
+    that the checkpoint lacks, and that the model lacks."""
+    def listed(keys: list[str]) -> str:
+        return ", ".join(keys[:first]) + (f" and {len(keys) - first} more" if len(keys) > first else "")
+
+    shapes = [f"{k} is {list(getattr(theirs[k], 'shape', []))} in the checkpoint, {list(v.shape)} in the model"
+              for k, v in own.items() if k in theirs and tuple(getattr(theirs[k], "shape", ())) != tuple(v.shape)]
+    out = [f"{len(shapes)} tensors differ in shape, the first: " + "; ".join(shapes[:first])] if shapes else []
+    if missing := [k for k in own if k not in theirs]:
+        out.append(f"{len(missing)} keys not in the checkpoint: {listed(missing)}")
+    if extra := [k for k in theirs if k not in own]:
+        out.append(f"{len(extra)} keys not in the model: {listed(extra)}")
+    return out
 
 
 def setup(cfg: dict, out: Path) -> Session:
     """Data on the device, the model, the optimiser; resumed from ``.resume.pt`` when it is this run's."""
     device = resolve_device(cfg["device"])
     settings = resolve_settings(cfg, device)
-    splits, info = load_splits(cfg["data"], device)
+    splits, info = load_splits(cfg["data"], device, cfg["data_check"])
     n_train = len(splits["train"].y)
     batch_size = min(cfg["batch_size"], n_train)
     model, init_budget = build(cfg, info)
@@ -545,9 +562,18 @@ def train(config: dict, out_dir: str | os.PathLike, *, progress: bool = True, so
     """Run (or resume) one training run; returns the final metrics."""
     cfg = validate_config(config, source)
     out = Path(out_dir)
+    made = [path for path in (out, *out.parents) if not path.exists()]  # deepest first
     fileio.check_writable(out)  # before any work, not after the first epoch
     set_threads(cfg["threads"])
-    s = setup(cfg, out)
+    try:
+        s = setup(cfg, out)
+    except UserError:  # bad data or init_from: leave no empty run directory behind
+        for path in made:
+            try:
+                path.rmdir()
+            except OSError:  # not empty: something else is in it
+                break
+        raise
     write_config(out, cfg)
     bar = _Progress(s.name, cfg["epochs"], s.start_epoch) if progress else None
     depth = None
