@@ -139,11 +139,11 @@ def test_plot_files_hold_a_series_per_arm(tmp_path):
         "accuracy/digits.csv", "curves/digits.csv"]
     label = {arm: plan.ARMS[arm].label for arm in plan.ARMS}
     accuracy = list(csv.DictReader((plots / "accuracy" / "digits.csv").open()))
-    assert list(accuracy[0])[:1 + len(plan.ARMS)] == ["apl_normalized", *aggregate.PLOT_SERIES]
-    assert {r["run"]: next(v for k, v in r.items() if k in aggregate.PLOT_SERIES and v) for r in accuracy} == {
+    assert list(accuracy[0])[:1 + len(plan.ARMS)] == ["apl_normalized", *aggregate.plot_series()]
+    assert {r["run"]: next(v for k, v in r.items() if k in aggregate.plot_series() and v) for r in accuracy} == {
         "digits/dense/s0": "0.5", "digits/sparse/shift0.2-s0": "0.5", "digits/sparse/shift1.5-s0": "0.5",
         "digits/pretrain/s0": "0.5", "digits/posthoc/shift1.5-s0": "0.5"}
-    assert all(sum(1 for k in aggregate.PLOT_SERIES if r[k]) == 1 for r in accuracy)  # one arm's value a row
+    assert all(sum(1 for k in aggregate.plot_series() if r[k]) == 1 for r in accuracy)  # one arm's value a row
     curves = {(r["epoch"], arm): (float(r[label[arm]]), int(r["runs"]))
               for r in csv.DictReader((plots / "curves" / "digits.csv").open()) for arm in plan.ARMS if r[label[arm]]}
     assert curves[("1", "sparse")] == (pytest.approx(0.3), 2)  # the mean of the arm's runs

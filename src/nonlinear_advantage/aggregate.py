@@ -36,7 +36,6 @@ SUMMARY_COLUMNS = (
 # wherever they ran, so a cluster run can be checked against a local one.
 CURVE_KEYS = ("run", "dataset", "arm", "lam", "seed")
 PLOT_X = {"accuracy": "apl_normalized", "curves": "epoch"}  # dvc.yaml's x of each kind of plot file
-PLOT_SERIES = tuple(arm.label for arm in plan.ARMS.values())  # its y columns: one series per arm
 FROM_METRICS = ("params", "test_acc", "val_acc", "train_acc", "test_loss", "penalty", "epochs", "budget_epochs",
                 "prior_start_epoch", "max_prior_shift", "test_size")
 FROM_DEPTH = ("nonlinear_channels", "total_channels", "apl_normalized", "apl_unnormalized", "eps")
@@ -91,11 +90,17 @@ def curve_rows(run_dir: Path, row: dict) -> list[dict]:
         return [{k: row[k] for k in CURVE_KEYS} | r for r in csv.DictReader(f)]
 
 
+def plot_series() -> tuple[str, ...]:
+    """The y columns of the plot files (dvc.yaml's y): a series per arm of the arm table, by its label."""
+    return tuple(arm.label for arm in plan.ARMS.values())
+
+
 def _series_csv(x: str, points: list[tuple[dict, str, float]]) -> str:
     """(x and the row's other fields, arm, y) as CSV: x, one column per arm (y in its arm's, the
-    others empty: DVC skips an empty value), then the other fields."""
-    rows = [{**fields, **dict.fromkeys(PLOT_SERIES, ""), plan.ARMS[arm].label: y} for fields, arm, y in points]
-    return fileio.csv_text(rows, (x, *PLOT_SERIES, *(k for k in rows[0] if k not in (x, *PLOT_SERIES))))
+    others empty: the templates skip an empty value), then the other fields."""
+    series = plot_series()
+    rows = [{**fields, **dict.fromkeys(series, ""), plan.ARMS[arm].label: y} for fields, arm, y in points]
+    return fileio.csv_text(rows, (x, *series, *(k for k in rows[0] if k not in (x, *series))))
 
 
 def _mean_curves(runs: list[tuple[dict, list[dict]]]) -> list[tuple[dict, str, float]]:
