@@ -628,7 +628,7 @@ def _baseline_parts(d: str, sub: pd.DataFrame, th: Thresholds, f: Finding) -> li
         iv = interval(per_seed, float(np.hypot(binomial_se(b.sparse_acc, n), binomial_se(b.acc, n))), th)
         parts.append(iv.above(0.0))
         kind = "widened" if b.widened else "own width"
-        f.record(d, f"sparse_minus_{b.arch}{b.depth}_{'wide' if b.widened else 'own'}", iv)
+        f.record(d, f"{plan.SPARSE}_minus_{b.arch}{b.depth}_{'wide' if b.widened else 'own'}", iv)
         f.evidence.append(f"  {d}: {b.arch}-{b.depth} ({kind}, width {b.width}, {b.params / b.full_params:.2f}× "
                           f"params) at APL {_num(b.apl)}: sparse − baseline {iv.pt()}.")
     if not parts:
@@ -670,7 +670,7 @@ def finding_nonlinear_advantage(df: pd.DataFrame, th: Thresholds) -> Finding:
         sub = df[df.dataset == d]
         iv, why = gap_interval(sub, plan.POSTHOC, plan.SPARSE, th)
         gaps[d] = iv
-        f.record(d, "posthoc_minus_sparse", iv)
+        f.record(d, f"{plan.POSTHOC}_minus_{plan.SPARSE}", iv)
         f.evidence.append(f"{d} (dense error {_pct(dense_error(sub))}): " + (iv.pt() if iv else f"no gap ({why})."))
         per_seed[d] = {s: matched_apl_gap(sub[sub.seed == s]).mean_gap for s in sorted(sub.seed.unique())}
     if len(ranked) < 2 or any(g is None for g in gaps.values()):
@@ -708,7 +708,7 @@ def finding_early_late(df: pd.DataFrame, th: Thresholds) -> Finding:
         for start in late:
             iv, why = gap_interval(from_epoch(sub, plan.LATE, start), plan.LATE, plan.SPARSE, th)
             f.evidence.append(f"{d}: prior from epoch {start} minus from scratch: " + (iv.pt() if iv else why))
-            f.record(d, f"late{start}_minus_sparse", iv)
+            f.record(d, f"{plan.LATE}{start}_minus_{plan.SPARSE}", iv)
             if d == ranked[-1] and start == late[-1]:
                 verdict = iv.above(th.late_margin) if iv else INCONCLUSIVE
         if not late:
