@@ -3,7 +3,7 @@ plots, and one study metrics file that `dvc exp show` compares across experiment
 
 The tiny study (tests/fixtures/tiny_params.yaml) runs once under `dvc repro` in a temporary
 copy of the repository (about 30 s on 2 cores); one experiment changes a verdict threshold
-(about 10 s: only the metrics, figures and report stages rerun).
+(about 10 s: no training, measuring or aggregating reruns).
 """
 
 import json
@@ -86,7 +86,9 @@ def _exp_metrics(entries) -> dict[str, dict]:
 
 def test_exp_show_compares_the_study_metrics_of_two_experiments(repo):
     out = sh(repo, "dvc", "exp", "run", "-S", "+analysis.tolerance=0.3", "-n", "tolerance30").stdout
-    assert set(re.findall(r"Running stage '([^']+)'", out)) == {"metrics", "figures", "report"}, out
+    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    # a threshold: the verdicts again (configure, which reads every param, writes the same configs)
+    assert {"metrics", "figures", "report"} <= ran <= {"configure", "metrics", "figures", "report"}, out
     shown = _exp_metrics(json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout))
     assert len(shown) == 2 and "tolerance30" in shown, shown  # the baseline (its branch) and the experiment
     exp = shown.pop("tolerance30")
