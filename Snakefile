@@ -22,7 +22,11 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.getenv("PYTHONPATH")]))
 )
 
-from nonlinear_advantage import plan, studylock
+from nonlinear_advantage import compute, plan, studylock
+
+# The Slurm profile's calibration of the training jobs' time limits (compute.py): Snakemake
+# hands it over as config, beside the params, so it is taken out before they are checked.
+COMPUTE = compute.Calibration.from_config(config.pop(compute.CONFIG_KEY, None))
 
 # The trainer and aggregate read the params file themselves, so they must see what Snakemake
 # sees: one whole file, never a merge of two (no configfile: directive) nor --config edits.
@@ -75,6 +79,7 @@ rule all:
     default_target: True
     input:
         "results/summary.csv",
+        "results/metrics.json",
         "reports/figures",
         "reports/report.pdf",
         "configs",

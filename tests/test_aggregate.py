@@ -120,3 +120,34 @@ def test_a_run_trained_as_another_has_its_own_row(tmp_path):
     assert (own["widened"], twin["widened"]) == ("False", "True")
     assert {k: v for k, v in twin.items() if k not in ("run", "widened")} == {
         k: v for k, v in own.items() if k not in ("run", "widened")}
+
+
+def test_plot_files_hold_a_series_per_arm(tmp_path):
+    """--plots: per dataset, accuracy against APL (a row per run) and the arms' mean curves, a column per arm."""
+    names = ["digits/dense/s0", "digits/sparse/shift0.2-s0", "digits/sparse/shift1.5-s0", "digits/pretrain/s0",
+             "digits/posthoc/shift1.5-s0"]
+    dirs = [make_run(tmp_path / "runs", n) for n in names]
+    (dirs[2] / "history.csv").write_text("epoch,lr,test_acc\n1,0.1,0.2\n2,0.05,0.3\n")
+    for run in dirs[3:]:  # a budget of 2: the dense start of post-hoc trains 1 epoch, the post-hoc run 1 more
+        (run / "history.csv").write_text("epoch,lr,test_acc\n1,0.1,0.6\n")
+    for run, (epochs, budget) in zip(dirs, [(2, 2), (2, 2), (2, 2), (1, 1), (1, 2)], strict=True):
+        metrics = json.loads((run / "metrics.json").read_text())
+        (run / "metrics.json").write_text(json.dumps(metrics | {"epochs": epochs, "budget_epochs": budget}))
+    plots = tmp_path / "plots"
+    aggregate.aggregate(dirs, tmp_path / "summary.csv", write_depths(tmp_path / "depth.json", names), plots=plots)
+    assert sorted(p.relative_to(plots).as_posix() for p in plots.rglob("*.csv")) == [
+        "accuracy/digits.csv", "curves/digits.csv"]
+    label = {arm: plan.ARMS[arm].label for arm in plan.ARMS}
+    accuracy = list(csv.DictReader((plots / "accuracy" / "digits.csv").open()))
+    assert list(accuracy[0])[:1 + len(plan.ARMS)] == ["apl_normalized", *aggregate.plot_series()]
+    assert {r["run"]: next(v for k, v in r.items() if k in aggregate.plot_series() and v) for r in accuracy} == {
+        "digits/dense/s0": "0.5", "digits/sparse/shift0.2-s0": "0.5", "digits/sparse/shift1.5-s0": "0.5",
+        "digits/pretrain/s0": "0.5", "digits/posthoc/shift1.5-s0": "0.5"}
+    assert all(sum(1 for k in aggregate.plot_series() if r[k]) == 1 for r in accuracy)  # one arm's value a row
+    curves = {(r["epoch"], arm): (float(r[label[arm]]), int(r["runs"]))
+              for r in csv.DictReader((plots / "curves" / "digits.csv").open()) for arm in plan.ARMS if r[label[arm]]}
+    assert curves[("1", "sparse")] == (pytest.approx(0.3), 2)  # the mean of the arm's runs
+    assert curves[("2", "sparse")] == (pytest.approx(0.4), 2)
+    # epochs since initialization: the post-hoc run's one epoch is the budget's second
+    assert curves[("1", "pretrain")] == (pytest.approx(0.6), 1) and curves[("2", "posthoc")] == (pytest.approx(0.6), 1)
+    assert ("1", "posthoc") not in curves and curves[("2", "dense")] == (pytest.approx(0.5), 1)

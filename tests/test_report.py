@@ -190,3 +190,20 @@ def test_thresholds_come_from_the_params_file(built, tmp_path):
     path.write_text(yaml.safe_dump(params))
     pdf = report.build_report(built["summary"], built["figures"], tmp_path / "r.pdf", path)
     assert "collapse tolerance 5 pt" in _text(pdf) and "collapse tolerance 1 pt" in _text(built["pdfs"][0])
+
+
+@needs_poppler
+def test_appendix_gives_compute_per_arm_from_the_benchmarks(built, tmp_path):
+    df = analysis.load_summary(built["summary"])
+    for run in df[df.arm.isin([plan.DENSE, plan.SPARSE])].run:  # the train rule's benchmark files
+        bench = tmp_path / "bench" / "train" / f"{run}.tsv"
+        bench.parent.mkdir(parents=True, exist_ok=True)
+        bench.write_text("s\th:m:s\tmax_rss\tcpu_time\n90.0\t0:01:30\t1234.5\t80.0\n")
+    pdf = report.build_report(built["summary"], built["figures"], tmp_path / "r.pdf", built["params"],
+                              benchmarks=tmp_path / "bench")
+    text = " ".join(_text(pdf).split())
+    assert "Appendix: compute" in text and "1,234" in text
+    jobs = df[df.arm == plan.SPARSE].run.nunique()
+    total = f"{jobs * 90 // 3600}:{jobs * 90 % 3600 // 60:02d}:{jobs * 90 % 60:02d}"
+    assert f"{plan.ARMS[plan.SPARSE].label} {jobs} {total} 0:01:30" in text  # arm, jobs, wall-clock, per job
+    assert "No benchmark files given" in " ".join(_text(built["pdfs"][0]).split())

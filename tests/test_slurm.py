@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nonlinear_advantage import plan
+from nonlinear_advantage import architectures, compute, plan
 from repo_copy import ENV, TINY, copy_repo, sh
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,6 +64,22 @@ def test_test_profile_stays_in_step_with_the_real_one():
     assert test["slurm-init-seconds-before-status-checks"] <= 5
     # sacct's "CANCELLED by <uid>" hangs plugin 2.8.0 forever; both poll with squeue.
     assert real["slurm-status-command"] == test["slurm-status-command"] == "squeue"
+    # The same calibration keys (the test's costs differ), a cost for every architecture.
+    assert set(real["config"]) == set(test["config"]) == {compute.CONFIG_KEY}
+    for cfg in (real, test):
+        cal = compute.Calibration.from_config(cfg["config"][compute.CONFIG_KEY])
+        assert set(cal.seconds_per_image) == set(architectures.ARCHITECTURES)
+
+
+def test_training_time_limits_follow_the_plan():
+    """The real profile's calibration: a training job's limit grows with its epochs and images."""
+    cal = compute.Calibration.from_config(_load(PROFILE)["config"][compute.CONFIG_KEY])
+    paper = plan.load_params(REPO / "config" / "paper.yaml")
+    minutes = {run: compute.train_minutes(paper, run, cal) for run in plan.run_ids(paper)}
+    dense, posthoc = minutes["cifar10/dense/s0"], minutes["cifar10/posthoc/shift1.0-s0"]
+    assert dense > minutes["fashion_mnist/dense/s0"] and dense > posthoc > cal.min_minutes
+    assert compute.train_minutes(paper, "cifar10/dense/s0", cal, attempt=2) == 2 * dense  # a retry
+    assert min(minutes.values()) >= cal.min_minutes
 
 
 # --- the cluster -----------------------------------------------------------------------
@@ -145,19 +161,25 @@ def _run_id(output: str) -> str | None:
 
 
 def sacct_jobs(run_id: str, env) -> list[dict]:
-    """The jobs of one plugin run as sacct records them: job id, rule, state."""
+    """The jobs of one plugin run as sacct records them: job id, rule, state, time limit in minutes."""
     out = subprocess.run(
         ["sacct", "-a", "-X", "-n", "-P", "--name", run_id, "--starttime", "now-1days",
-         "--format=JobID,Comment,State"],
+         "--format=JobID,Comment,State,Timelimit"],
         env=env, capture_output=True, text=True, check=True, timeout=30,
     ).stdout
     jobs = []
     for line in out.splitlines():
-        jobid, comment, state = line.split("|")
+        jobid, comment, state, limit = line.split("|")
         # the plugin's comment is rule_<name> or rule_<name>_wildcards_<...>
         rule = re.sub(r"_wildcards_.*$", "", comment.removeprefix("rule_"))
-        jobs.append({"jobid": jobid, "rule": rule, "state": state.split()[0]})
+        jobs.append({"jobid": jobid, "rule": rule, "state": state.split()[0], "minutes": _minutes(limit)})
     return jobs
+
+
+def _minutes(limit: str) -> int | None:
+    """sacct's Timelimit ([D-]HH:MM:SS) in minutes; None for UNLIMITED and the like."""
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+):(\d+):(\d+)", limit.strip())
+    return None if not m else int(m[1] or 0) * 1440 + int(m[2]) * 60 + int(m[3]) + (int(m[4]) > 0)
 
 
 def _finished_rules(output: str) -> Counter:
@@ -200,6 +222,14 @@ def test_the_tiny_study_runs_as_slurm_jobs_and_matches_the_local_run(slurm, tmp_
     jobs = sacct_jobs(run_id, env)
     assert Counter(j["rule"] for j in jobs) == ran_locally, jobs
     assert all(j["state"] == "COMPLETED" for j in jobs), jobs
+    # Each training job's time limit is the plan's: its epochs x images x its architecture's
+    # cost in the test profile's calibration (2 or 3 minutes here); the others get the default.
+    cal = compute.Calibration.from_config(_load(TEST_PROFILE)["config"][compute.CONFIG_KEY])
+    tiny = plan.load_params(TINY)
+    planned = Counter(compute.train_minutes(tiny, run, cal) for run in plan.run_ids(tiny))
+    assert len(planned) > 1, planned  # the test tells runs apart
+    assert Counter(j["minutes"] for j in jobs if j["rule"] == "train") == planned, jobs
+    assert {j["minutes"] for j in jobs if j["rule"] != "train"} == {_load(TEST_PROFILE)["default-resources"]["runtime"]}
 
     summary = (work / "results" / "summary.csv").read_bytes()
     assert summary == (local / "results" / "summary.csv").read_bytes()
@@ -322,5 +352,10 @@ def test_real_profile_asks_slurm_for_a_gpu_per_training_job(slurm, tmp_path):
     proc, _ = run_snakemake_on_slurm(work, PROFILE, [*args, "runs/digits/dense/s0/metrics.json"], env=env)
     assert proc.returncode != 0
     assert re.search(r"sbatch call: sbatch .*--comment rule_train_wildcards_digits_dense_s0 .*--gpus=1",
+                     proc.stdout), proc.stdout[-4000:]
+    # its time limit from the profile's calibration, not the 120-minute default
+    cal = compute.Calibration.from_config(_load(PROFILE)["config"][compute.CONFIG_KEY])
+    limit = compute.train_minutes(plan.load_params(TINY), "digits/dense/s0", cal)
+    assert re.search(rf"sbatch call: sbatch .*--comment rule_train_wildcards_digits_dense_s0 .*-t {limit} ",
                      proc.stdout), proc.stdout[-4000:]
     assert "Invalid generic resource (gres) specification" in proc.stdout

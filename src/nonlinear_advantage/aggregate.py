@@ -6,6 +6,13 @@ from the study's depth file (``measure``: results/depth.json). Plus ``results/cu
 history.csv stacked, with the run's identity in front; DVC declares it as a plot.
 Rows come in a fixed order (dataset, arm, depth, width kind, λ, seed), so the same runs
 always give the same bytes.
+
+With ``--plots DIR``, also the files ``dvc plots show`` draws (dvc.yaml's top-level ``plots:``):
+DVC's templates colour by revision and tell series apart only by file or by y column
+(treeverse/dvc#6713), and dvc.yaml cannot know the datasets of params.yaml. So one file per
+dataset, one column per arm (the arm's label): ``DIR/accuracy/DATASET.csv`` (test accuracy
+against normalized APL, a row per run) and ``DIR/curves/DATASET.csv`` (test accuracy per epoch
+since initialization, the mean over the arm's runs). DVC draws a plot per file, a series per arm.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ SUMMARY_COLUMNS = (
 # No timings here (they stay in each metrics.json): the same runs give the same summary bytes
 # wherever they ran, so a cluster run can be checked against a local one.
 CURVE_KEYS = ("run", "dataset", "arm", "lam", "seed")
+PLOT_X = {"accuracy": "apl_normalized", "curves": "epoch"}  # dvc.yaml's x of each kind of plot file
 FROM_METRICS = ("params", "test_acc", "val_acc", "train_acc", "test_loss", "penalty", "epochs", "budget_epochs",
                 "prior_start_epoch", "max_prior_shift", "test_size")
 FROM_DEPTH = ("nonlinear_channels", "total_channels", "apl_normalized", "apl_unnormalized", "eps")
@@ -82,9 +90,46 @@ def curve_rows(run_dir: Path, row: dict) -> list[dict]:
         return [{k: row[k] for k in CURVE_KEYS} | r for r in csv.DictReader(f)]
 
 
-def aggregate(run_dirs, out, depth, curves=None, entries=None) -> list[dict]:
-    """Write the summary (and the stacked curves); return the summary rows. ``depth`` is the
-    study's depth file; ``entries``, the plan's run of each directory (default: its config's)."""
+def plot_series() -> tuple[str, ...]:
+    """The y columns of the plot files (dvc.yaml's y): a series per arm of the arm table, by its label."""
+    return tuple(arm.label for arm in plan.ARMS.values())
+
+
+def _series_csv(x: str, points: list[tuple[dict, str, float]]) -> str:
+    """(x and the row's other fields, arm, y) as CSV: x, one column per arm (y in its arm's, the
+    others empty: the templates skip an empty value), then the other fields."""
+    series = plot_series()
+    rows = [{**fields, **dict.fromkeys(series, ""), plan.ARMS[arm].label: y} for fields, arm, y in points]
+    return fileio.csv_text(rows, (x, *series, *(k for k in rows[0] if k not in (x, *series))))
+
+
+def _mean_curves(runs: list[tuple[dict, list[dict]]]) -> list[tuple[dict, str, float]]:
+    """Test accuracy per arm and epoch since initialization, the mean over the arm's runs."""
+    arms, by_epoch = list(plan.ARMS), {}
+    for row, history in runs:
+        start = int(row["budget_epochs"]) - int(row["epochs"])  # a run from a checkpoint continues its epochs
+        for h in history:
+            by_epoch.setdefault((start + int(h["epoch"]), arms.index(row["arm"])), []).append(float(h["test_acc"]))
+    return [({"epoch": epoch, "runs": len(accs)}, arms[arm], sum(accs) / len(accs))
+            for (epoch, arm), accs in sorted(by_epoch.items())]
+
+
+def plot_files(pairs: list[tuple[dict, list[dict]]]) -> dict[str, str]:
+    """(summary row, its history rows) of every run -> {"accuracy/DATASET.csv": text, "curves/DATASET.csv": ...}."""
+    out = {}
+    for dataset in dict.fromkeys(row["dataset"] for row, _ in pairs):
+        runs = [(row, history) for row, history in pairs if row["dataset"] == dataset]
+        points = [({key: row[key] for key in (PLOT_X["accuracy"], "run", "lam", "seed")}, row["arm"], row["test_acc"])
+                  for row, _ in runs]
+        out[f"accuracy/{dataset}.csv"] = _series_csv(PLOT_X["accuracy"], points)
+        out[f"curves/{dataset}.csv"] = _series_csv(PLOT_X["curves"], _mean_curves(runs))
+    return out
+
+
+def aggregate(run_dirs, out, depth, curves=None, entries=None, plots=None) -> list[dict]:
+    """Write the summary (and the stacked curves, and the plot files under ``plots``); return the
+    summary rows. ``depth`` is the study's depth file; ``entries``, the plan's run of each
+    directory (default: its config's)."""
     depths = fileio.read_json(depth, "measure the study first (python -m nonlinear_advantage measure)")
     entries = entries or [None] * len(run_dirs)
     pairs = sorted(((summary_row(Path(d), depths, e), Path(d)) for d, e in zip(run_dirs, entries, strict=True)),
@@ -93,11 +138,15 @@ def aggregate(run_dirs, out, depth, curves=None, entries=None) -> list[dict]:
         raise UserError("aggregate: no runs given")
     rows = [row for row, _ in pairs]
     files = {out: fileio.csv_text(rows, SUMMARY_COLUMNS)}
+    histories = [curve_rows(d, row) for row, d in pairs] if curves or plots else []
     if curves:
-        history = [r for row, d in pairs for r in curve_rows(d, row)]
+        history = [r for h in histories for r in h]
         columns = list(dict.fromkeys(k for r in history for k in r))  # union, first-seen order
         files[curves] = fileio.csv_text(history, columns)
-    fileio.write_files(files)  # both or neither
+    if plots:
+        series = plot_files(list(zip(rows, histories, strict=True)))
+        files |= {Path(plots) / name: text for name, text in series.items()}
+    fileio.write_files(files)  # all or none
     return rows
 
 
@@ -107,6 +156,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--out", required=True, help="summary CSV, e.g. results/summary.csv")
     p.add_argument("--depth", required=True, help="the study's depth file, e.g. results/depth.json (measure)")
     p.add_argument("--curves", help="also stack every run's history.csv here, e.g. results/curves.csv")
+    p.add_argument("--plots", help="also write the per-dataset series files `dvc plots show` draws into this "
+                   "directory, e.g. results/plots")
     p.add_argument("--params", help="read exactly the runs these params plan, from under the one RUN_DIR given")
     p.set_defaults(func=_cli)
 
@@ -118,6 +169,6 @@ def _cli(args) -> int:
             raise UserError("with --params, give one directory: the root the runs live under (runs)")
         entries = plan.runs(plan.load_params(args.params))
         run_dirs = [plan.run_dir(run.dir, root=run_dirs[0]) for run in entries]
-    rows = aggregate(run_dirs, args.out, args.depth, args.curves, entries)
-    print(f"aggregate: {len(rows)} runs -> {args.out}" + (f", {args.curves}" if args.curves else ""))
+    rows = aggregate(run_dirs, args.out, args.depth, args.curves, entries, args.plots)
+    print(f"aggregate: {len(rows)} runs -> {args.out}" + "".join(f", {p}" for p in (args.curves, args.plots) if p))
     return 0

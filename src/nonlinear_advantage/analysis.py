@@ -374,6 +374,14 @@ class Interval:
     def pt(self) -> str:
         return f"{100 * self.mean:+.2f} pt [{100 * self.lo:+.2f}, {100 * self.hi:+.2f}] ({self.seeds} seeds)"
 
+    def numbers(self) -> dict:
+        """For results/metrics.json (an unbounded side, one seed without a test-set error, is None)."""
+        return {"mean": self.mean, "lo": _finite(self.lo), "hi": _finite(self.hi), "seeds": self.seeds}
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
 
 def binomial_se(acc: float, n: float) -> float:
     """Standard error of an accuracy measured on n test images."""
@@ -491,6 +499,10 @@ class Finding:
     criterion: str  # what this run must show, with the thresholds
     verdict: str = INCONCLUSIVE
     evidence: list[str] = field(default_factory=list)
+    numbers: dict = field(default_factory=dict)  # the values behind the verdict, by name (results/metrics.json)
+
+    def record(self, dataset: str, name: str, value) -> None:
+        self.numbers.setdefault(dataset, {})[name] = value.numbers() if isinstance(value, Interval) else value
 
 
 def _pct(x: float | None) -> str:
@@ -540,12 +552,14 @@ def finding_core_networks(df: pd.DataFrame, th: Thresholds) -> Finding:
             lams = lams[(lams >= p.lam_lo) & (lams <= p.lam_hi)]
             core = above[(above.arm == plan.SPARSE) & above.lam.isin(lams)]
             cores[d] = core.groupby("seed")[APL].median()
+            f.numbers.setdefault(d, {}).update(core_apl=p.apl, core_width=p.width, core_fraction=p.fraction)
             f.evidence.append(f"{d}: plateau over λ {p.lam_lo:g}–{p.lam_hi:g} ({p.points} values above the "
                               f"onset), core APL {_num(p.apl)}, {p.width:.0f} nonlinear channels "
                               f"({p.fraction:.0%} of all).")
         else:
             parts.append(CONTRADICTED if n_above >= th.plateau_min_points else INCONCLUSIVE)
             f.evidence.append(f"{d}: no plateau among the {n_above} λ above the collapse onset.")
+            f.record(d, "points_above_onset", int(n_above))
     if len(cores) >= 2 and len(cores) == len(ranked):
         if certain != SUPPORTED:
             f.evidence.append("The dense errors' intervals overlap: the datasets' difficulty order is uncertain.")
@@ -557,6 +571,7 @@ def finding_core_networks(df: pd.DataFrame, th: Thresholds) -> Finding:
                 continue
             iv = interval(diff.to_numpy(), 0.0, th)
             parts.append(iv.above(0.0))
+            f.record(hard, f"core_apl_minus_{easy}", iv)
             f.evidence.append(f"Core APL {hard} minus {easy}: {iv.mean:+.2f} [{iv.lo:+.2f}, {iv.hi:+.2f}].")
     elif len(ranked) < 2:
         f.evidence.append("Task dependence needs two datasets with a dense run.")
@@ -575,6 +590,7 @@ def _decay_parts(d: str, sub: pd.DataFrame, th: Thresholds, f: Finding) -> list[
         f.evidence.append(f"{d}: no collapse onset ({onset.reason}; tolerance {100 * tol:.2f} pt).")
         return [CONTRADICTED if spans and onset.dense_acc is not None else INCONCLUSIVE]
     shallow = onset.apl <= th.shallow_fraction * full + _SLACK
+    f.record(d, "onset_fraction_of_dense_apl", onset.apl / full)
     f.evidence.append(f"{d}: dense {_pct(onset.dense_acc)} at APL {_num(full)}; onset (tolerance "
                       f"{100 * tol:.2f} pt) at APL {_num(onset.apl)} = {onset.apl / full:.0%} of dense"
                       + (", collapses below it." if onset.collapsed else ", no collapse in the sweep."))
@@ -587,6 +603,7 @@ def _decay_parts(d: str, sub: pd.DataFrame, th: Thresholds, f: Finding) -> list[
         f.evidence.append(f"{d}: slope below onset − {th.collapse_ratio:g} × slope above: "
                           f"{steep.mean:+.3f} [{steep.lo:+.3f}, {steep.hi:+.3f}] per APL.")
         parts.append(steep.above(0.0))
+        f.record(d, "collapse_steepness", steep)
     parts += _baseline_parts(d, sub, th, f)
     return parts
 
@@ -611,6 +628,7 @@ def _baseline_parts(d: str, sub: pd.DataFrame, th: Thresholds, f: Finding) -> li
         iv = interval(per_seed, float(np.hypot(binomial_se(b.sparse_acc, n), binomial_se(b.acc, n))), th)
         parts.append(iv.above(0.0))
         kind = "widened" if b.widened else "own width"
+        f.record(d, f"{plan.SPARSE}_minus_{b.arch}{b.depth}_{'wide' if b.widened else 'own'}", iv)
         f.evidence.append(f"  {d}: {b.arch}-{b.depth} ({kind}, width {b.width}, {b.params / b.full_params:.2f}× "
                           f"params) at APL {_num(b.apl)}: sparse − baseline {iv.pt()}.")
     if not parts:
@@ -652,6 +670,7 @@ def finding_nonlinear_advantage(df: pd.DataFrame, th: Thresholds) -> Finding:
         sub = df[df.dataset == d]
         iv, why = gap_interval(sub, plan.POSTHOC, plan.SPARSE, th)
         gaps[d] = iv
+        f.record(d, f"{plan.POSTHOC}_minus_{plan.SPARSE}", iv)
         f.evidence.append(f"{d} (dense error {_pct(dense_error(sub))}): " + (iv.pt() if iv else f"no gap ({why})."))
         per_seed[d] = {s: matched_apl_gap(sub[sub.seed == s]).mean_gap for s in sorted(sub.seed.unique())}
     if len(ranked) < 2 or any(g is None for g in gaps.values()):
@@ -665,8 +684,10 @@ def finding_nonlinear_advantage(df: pd.DataFrame, th: Thresholds) -> Finding:
     grows = interval(diffs, se, th) if diffs else None
     if grows:
         f.evidence.append(f"Gap on {hard} minus gap on {easy}: {grows.pt()}.")
+        f.record(hard, f"gap_minus_{easy}", grows)
     # "Vanishes" within the tolerance, or twice the test set's SE of the gap where that is larger.
     vanish = max(th.vanish, 2 * gap_se(df[df.dataset == easy], plan.POSTHOC, plan.SPARSE))
+    f.record(easy, "vanish_bound", vanish)
     f.verdict = combine([gaps[hard].above(th.gap_margin), gaps[easy].within(vanish),
                          grows.above(0.0) if grows else INCONCLUSIVE, certain])
     return f
@@ -687,6 +708,7 @@ def finding_early_late(df: pd.DataFrame, th: Thresholds) -> Finding:
         for start in late:
             iv, why = gap_interval(from_epoch(sub, plan.LATE, start), plan.LATE, plan.SPARSE, th)
             f.evidence.append(f"{d}: prior from epoch {start} minus from scratch: " + (iv.pt() if iv else why))
+            f.record(d, f"{plan.LATE}{start}_minus_{plan.SPARSE}", iv)
             if d == ranked[-1] and start == late[-1]:
                 verdict = iv.above(th.late_margin) if iv else INCONCLUSIVE
         if not late:

@@ -15,10 +15,10 @@ import sys
 from .errors import UserError
 
 # Module per stage, in pipeline order; each defines add_cli(subparsers).
-STAGE_MODULES = ("data", "trainer", "measure", "plan", "aggregate", "figures", "report", "generate")
+STAGE_MODULES = ("data", "trainer", "measure", "plan", "aggregate", "metrics", "figures", "report", "generate")
 COMMAND_MODULE = {"download": "data", "prepare": "data", "train": "trainer", "measure": "measure",
-                  "validate-params": "plan", "configure": "plan", "aggregate": "aggregate", "figures": "figures",
-                  "report": "report", "generate": "generate"}
+                  "validate-params": "plan", "configure": "plan", "aggregate": "aggregate", "metrics": "metrics",
+                  "figures": "figures", "report": "report", "generate": "generate"}
 
 
 def run_config(params_path: str, run_id: str) -> dict:

@@ -436,7 +436,8 @@ def _schemas_used(module: str) -> set[str]:
 # stages read runs the plan names from params: the registries shape only the run configs,
 # which `configure` resolves (and a changed config retrains, and so reruns them).
 REGISTRIES = ("datasets", "architectures")
-ROW_TABLES = {"data": ("datasets",), **dict.fromkeys(("measure", "aggregate", "figures", "report"), REGISTRIES)}
+ROW_TABLES = {"data": ("datasets",),
+              **dict.fromkeys(("measure", "aggregate", "metrics", "figures", "report"), REGISTRIES)}
 
 
 @cache

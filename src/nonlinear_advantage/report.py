@@ -41,7 +41,7 @@ from reportlab.platypus import (
     TableStyle,
 )
 
-from . import analysis, figures, plan
+from . import analysis, compute, figures, plan
 from .errors import UserError
 from .fileio import file_sha256, write_bytes
 
@@ -302,7 +302,33 @@ def _grid_span(df, s, th) -> list:
             _table(rows)]
 
 
-def build_story(df: pd.DataFrame, figures_dir: Path, th: analysis.Thresholds, **title) -> list:
+def _compute_appendix(df: pd.DataFrame, s, benchmarks: Path | None, params: dict | None) -> list:
+    """Compute per arm from the training jobs' Snakemake benchmark files (compute.per_arm)."""
+    sizes = {d: v["train_size"] for d, v in ((params or {}).get("datasets") or {}).items()}
+    arms = compute.per_arm(df.to_dict("records"), benchmarks, sizes) if benchmarks else []
+    story = [Paragraph("Appendix: compute", s["Heading1"])]
+    if not arms:
+        where = f"in {escape(str(benchmarks))}/train" if benchmarks else "given (report --benchmarks)"
+        return story + [Paragraph(f"No benchmark files {where}: Snakemake's train rule writes them, DVC does not.",
+                                  s["Small"])]
+
+    def hms(seconds: float) -> str:
+        t = round(seconds)
+        return f"{t // 3600}:{t % 3600 // 60:02d}:{t % 60:02d}"
+
+    rows = [["arm", "jobs", "wall-clock", "per job", "CPU time", "max memory (MB)", "s per image-epoch"]]
+    rows += [[plan.ARMS[a["arm"]].label if a["arm"] in plan.ARMS else a["arm"], f"{a['jobs']}", hms(a["seconds"]),
+              hms(a["seconds"] / a["jobs"]), hms(a["cpu_seconds"]), f"{a['max_rss_mb']:,.0f}",
+              "–" if a["seconds_per_image"] is None else f"{a['seconds_per_image']:.2e}"] for a in arms]
+    measured = compute.read_benchmark(benchmarks / "measure.tsv")
+    note = f" Measuring every run's depth took {measured['s']:.0f} s." if measured else ""
+    return story + [Paragraph("The training jobs' Snakemake benchmarks (logs/benchmarks/train/RUN.tsv), summed per "
+                              "arm; a run that shares another's network is counted once. Seconds per image-epoch "
+                              "(wall-clock over epochs × training images) is what the Slurm profile's "
+                              f"calibration (config: compute) asks for.{note}", s["Small"]), _table(rows)]
+
+
+def build_story(df: pd.DataFrame, figures_dir: Path, th: analysis.Thresholds, appendix=(), **title) -> list:
     s = _styles()
     width = A4[0] - 4 * cm
     story = _title_page(df, s, th=th, **title) + _findings_page(df, s, th)
@@ -323,7 +349,7 @@ def build_story(df: pd.DataFrame, figures_dir: Path, th: analysis.Thresholds, **
         # 12 columns and the arm table's labels: they fit A4's frame with narrow padding
         table = _table(_table_rows(dataset_table(df[df.dataset == d])), font_size=6, padding=3)
         story += [Paragraph(escape(d), s["Heading2"]), table]
-    return story
+    return story + list(appendix)
 
 
 def _footer(canvas, doc) -> None:
@@ -335,7 +361,7 @@ def _footer(canvas, doc) -> None:
 
 
 def build_report(summary: Path, figures_dir: Path, out: Path, params: Path | None = None,
-                 th: analysis.Thresholds | None = None) -> Path:
+                 th: analysis.Thresholds | None = None, benchmarks: Path | None = None) -> Path:
     th = th or analysis.Thresholds.from_file(params)
     df = analysis.load_summary(summary)
     missing = [figures_dir / f"{spec.stem}.png" for spec in figures.FIGURES
@@ -360,7 +386,8 @@ def build_report(summary: Path, figures_dir: Path, out: Path, params: Path | Non
         doc = SimpleDocTemplate(buffer, pagesize=A4, invariant=1, title=f"{PROJECT} report",
                                 author=PROJECT, subject="Reproduction of arXiv 2211.17180", creator=PROJECT,
                                 leftMargin=2 * cm, rightMargin=2 * cm, topMargin=1.8 * cm, bottomMargin=1.8 * cm)
-        doc.build(build_story(df, figures_dir, th, **title), onFirstPage=_footer, onLaterPages=_footer)
+        appendix = [PageBreak(), *_compute_appendix(df, _styles(), benchmarks, params_tree)]
+        doc.build(build_story(df, figures_dir, th, appendix, **title), onFirstPage=_footer, onLaterPages=_footer)
     write_bytes(out, buffer.getvalue())
     return out
 
@@ -372,11 +399,13 @@ def add_cli(subparsers) -> None:
     p.add_argument("--out", type=Path, required=True, help="the PDF to write")
     p.add_argument("--params", type=Path, help="params.yaml: its analysis section sets the thresholds, and its "
                    "sha256 goes on the title page")
+    p.add_argument("--benchmarks", type=Path, help="the training jobs' Snakemake benchmark files (logs/benchmarks): "
+                   "the appendix gives compute per arm from them")
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    build_report(args.summary, args.figures, args.out, args.params)
+    build_report(args.summary, args.figures, args.out, args.params, benchmarks=args.benchmarks)
     print(f"wrote {args.out} in {time.perf_counter() - start:.1f} s")
     return 0

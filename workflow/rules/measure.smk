@@ -9,6 +9,8 @@ rule measure:
         "results/depth.json",
     log:
         "logs/measure.log",
+    benchmark:
+        f"{compute.BENCHMARKS}/measure.tsv"
     conda:
         "../envs/train.yaml"
     threads: 1

@@ -5,6 +5,8 @@ rule aggregate:
     output:
         summary="results/summary.csv",
         curves="results/curves.csv",
+        # Per dataset, a series per arm: what `dvc plots show` draws (dvc.yaml's plots).
+        plots=directory("results/plots"),
     log:
         "logs/aggregate.log",
     conda:
@@ -16,7 +18,28 @@ rule aggregate:
         code=plan.code_digest("aggregate"),
     shell:
         "python -m nonlinear_advantage aggregate --params $NLA_PARAMS --out {output.summary}"
-        " --depth {input.depth} --curves {output.curves} runs > {log} 2>&1"
+        " --depth {input.depth} --curves {output.curves} --plots {output.plots} runs > {log} 2>&1"
+
+
+# The study's dense accuracies, collapse onsets and verdicts: DVC's metrics file (dvc exp show).
+rule metrics:
+    input:
+        summary="results/summary.csv",
+    output:
+        "results/metrics.json",
+    log:
+        "logs/metrics.log",
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        analysis=config["analysis"],  # the verdict thresholds: a change recomputes the verdicts
+        code=plan.code_digest("metrics"),
+    shell:
+        "python -m nonlinear_advantage metrics --summary {input.summary} --params $NLA_PARAMS"
+        " --out {output} > {log} 2>&1"
 
 
 rule figures:
@@ -63,6 +86,8 @@ rule report:
     params:
         analysis=config["analysis"],
         code=plan.code_digest("report"),
+        # The training jobs' benchmark files, for the appendix: read, not an input (DVC writes none).
+        benchmarks=compute.BENCHMARKS,
     shell:
         "python -m nonlinear_advantage report --summary {input.summary} --figures {input.figures}"
-        " --params $NLA_PARAMS --out {output} > {log} 2>&1"
+        " --params $NLA_PARAMS --benchmarks {params.benchmarks} --out {output} > {log} 2>&1"

@@ -32,13 +32,18 @@ rule train:
         **plan.train_outputs("{run}"),
     log:
         "logs/train/{run}.log",
+    # Wall-clock, memory and CPU time of the job: the report's appendix sums them per arm.
+    benchmark:
+        f"{compute.BENCHMARKS}/train/{{run}}.tsv"
     conda:
         "../envs/train.yaml"
     # The run config's threads (params.yaml train.threads): the trainer sets torch to exactly
     # that many, whatever Snakemake grants, so both tools give the same bytes on any machine.
     threads: lambda wildcards: plan.run_config(config, wildcards.run)["threads"]
+    # mem_mb from the run's data, and with the profile's calibration a runtime from its epochs,
+    # images and architecture (compute.py); --set-resources in a profile overrides either.
     resources:
-        mem_mb=4000,
+        **compute.train_resources(config, COMPUTE),
         gpu=1,
     params:
         # A function of the wildcards only: Snakemake's params trigger ignores ones of the output.
