@@ -400,7 +400,7 @@ def _group_alive(pgid: int) -> bool:
 
 @pytest.mark.slow
 def test_a_study_killed_with_kill_9_ends_with_the_same_bytes(tmp_path, study):
-    """README, "When a run is killed": the jobs of a kill -9'ed Snakemake run on, so wait for
+    """docs/running.md, "When a run is killed": the jobs of a kill -9'ed Snakemake run on, so wait for
     them; the lock it leaves stops the next run until `snakemake --unlock`; then the same
     command finishes the study, with the bytes of an uninterrupted run. About 2 minutes on 2 cores."""
     repo = copy_repo(tmp_path)

@@ -1,8 +1,8 @@
-"""The DVC round trip a team makes, as a new user would (README, "Sharing a study through DVC").
+"""The DVC round trip a team makes, as a new user would (docs/running.md, "Sharing a study through DVC").
 
 `dvc repro` of the tiny study, `dvc push` to a remote, commit; then `git clone`, `dvc pull`.
 The clone must be up to date for both tools: `dvc status` at once, Snakemake after the one
-command the README names (it records every job's provenance, without running any). About
+command docs/running.md names (it records every job's provenance, without running any). About
 85 s on 2 cores, most of it `dvc repro`.
 """
 
@@ -16,7 +16,7 @@ import pytest
 from repo_copy import ROOT, copy_repo, sh
 from test_pipeline import STUDY_JOBS, git_dvc_init, planned_jobs
 
-# The one step after `dvc pull`, exactly as the README gives it.
+# The one step after `dvc pull`, exactly as docs/running.md gives it.
 AFTER_PULL = ("snakemake", "--touch", "--forceall")
 UP_TO_DATE = "Data and pipelines are up to date"
 
@@ -33,7 +33,7 @@ def assert_nothing_to_do(repo):
 
 @pytest.mark.slow
 def test_push_clone_pull_leaves_nothing_to_run(tmp_path):
-    assert " ".join(AFTER_PULL) in (ROOT / "README.md").read_text()
+    assert " ".join(AFTER_PULL) in (ROOT / "docs" / "running.md").read_text()
     origin = copy_repo(tmp_path / "origin")
     git_dvc_init(origin)
     sh(origin, "dvc", "remote", "add", "-d", "local", str(tmp_path / "remote"))
