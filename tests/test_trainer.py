@@ -211,6 +211,136 @@ def test_posthoc_from_a_dense_checkpoint_lowers_nonlinear_channels(toy_data, tmp
     assert first_epoch(tmp_path / "post") > first_epoch(tmp_path / "scratch")  # it starts from trained weights
 
 
+# ---- late starts: a run whose prior starts at epoch s continues the dense run's state after s
+
+LATE = dict(epochs=4, augment=dict(flip=True, crop=1))  # the prior on from epoch 2 of 4
+TIMINGS = ("wall_time_s", "images_per_s")
+
+
+def dense_and_late(data) -> tuple[dict, dict]:
+    return (config(data, name="toy/dense", save_states={"at0.5": 2}, **LATE),
+            config(data, name="toy/late", lam=20.0, prior_start_epoch=2, **LATE))
+
+
+@pytest.fixture(scope="module")
+def dense_run(toy_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dense")
+    train(dense_and_late(toy_data)[0], out, progress=False)
+    return out
+
+
+def training_state(path) -> dict:
+    """A checkpoint less its config and the config's digest, which name the run and where it started."""
+    return {k: v for k, v in load_checkpoint(path).items() if k not in ("config", "config_digest")}
+
+
+def same(a, b) -> bool:
+    """Equal, tensors bit for bit (and of the same dtype), through dicts, lists and tuples."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return type(a) is type(b) and len(a) == len(b) and all(map(same, a, b))
+    return a == b
+
+
+def without_timings(run: Path) -> tuple[list[str], dict]:
+    """history.csv's rows less their wall time (the last column), and metrics.json less its timings."""
+    rows = [line.rsplit(",", 1)[0] for line in (run / "history.csv").read_text().splitlines()]
+    metrics = json.loads((run / "metrics.json").read_text())
+    return rows, {k: v for k, v in metrics.items() if k not in TIMINGS}
+
+
+def test_a_late_run_continued_from_the_dense_state_is_the_run_from_scratch(toy_data, dense_run, tmp_path, capsys):
+    """The dense run keeps its full state after epoch s (save_states); the late run continued from it
+    (init: state) is bit for bit the late run trained from scratch with the prior off until s."""
+    assert {p.name for p in dense_run.iterdir()} == {"checkpoint.pt", "metrics.json", "history.csv", "config.yaml",
+                                                     "states"}  # no links for a resume left
+    state = dense_run / "states" / "at0.5.pt"
+    kept = load_checkpoint(state)
+    assert kept["epoch"] == 2 and kept["step"] == 2 * 6 and kept["budget_epochs"] == 2
+    assert kept["optimizer"]["momentum_buffers"] and "save_states" not in kept["config"]
+    late = dense_and_late(toy_data)[1]
+    train(late, tmp_path / "scratch", progress=False)
+    metrics = train(dict(late, init_from=str(state), init="state"), tmp_path / "continued", progress=False)
+    assert "[toy/late] continuing run toy/dense from" in capsys.readouterr().err
+    # model, optimiser with its momentum, step, epoch, RNGs, history, prior shift, budget: all the same
+    scratch, continued = (training_state(tmp_path / d / "checkpoint.pt") for d in ("scratch", "continued"))
+    assert scratch.keys() == continued.keys() and same(scratch, continued)
+    assert without_timings(tmp_path / "scratch") == without_timings(tmp_path / "continued")
+    assert metrics["budget_epochs"] == 4 and metrics["prior_start_epoch"] == 2 and metrics["max_prior_shift"] > 0
+    # It trained epochs 3 and 4 only: the first two rows' wall times are the dense run's, not its own.
+    times = [line.rsplit(",", 1)[1] for line in (tmp_path / "continued" / "history.csv").read_text().splitlines()]
+    assert times[1:3] == ["", ""] and all(float(t) > 0 for t in times[3:])
+
+
+@pytest.mark.parametrize("change, differs", [
+    ({"optimizer": {"lr": 0.05}}, "optimizer"),
+    ({"prior_start_epoch": 1}, "prior"),  # its prior on before the state's epoch: not the dense run there
+    ({"augment": {"flip": False, "crop": 1}}, "augment"),
+])
+def test_a_state_whose_run_differs_before_it_is_refused(toy_data, dense_run, tmp_path, change, differs):
+    late = dense_and_late(toy_data)[1] | change | {"init_from": str(dense_run / "states" / "at0.5.pt"), "init": "state"}
+    with pytest.raises(UserError, match=rf"toy/late: init_from .*at0\.5\.pt is the state of run toy/dense after "
+                                        rf"epoch 2, whose config differs from this run's in those epochs: {differs}$"):
+        train(late, tmp_path / "late", progress=False)
+    assert not (tmp_path / "late").exists()
+    threads = dense_and_late(toy_data)[1] | {"init_from": late["init_from"], "init": "state", "threads": 2}
+    before = torch.get_num_threads()
+    try:  # a runtime switch is not part of what is computed: allowed
+        assert train(threads, tmp_path / "threads", progress=False)["budget_epochs"] == 4
+    finally:
+        torch.set_num_threads(before)
+
+
+class Killed(Exception):
+    pass
+
+
+def die_after(monkeypatch, steps: int) -> None:
+    """Training dies in its step ``steps + 1``, between two checkpoints, as under a kill."""
+    real, calls = torch.nn.functional.cross_entropy, [0]
+
+    def dying(logits, y, **kw):
+        if logits.requires_grad:
+            calls[0] += 1
+            if calls[0] > steps:
+                raise Killed
+        return real(logits, y, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", dying)
+
+
+def test_killed_dense_and_late_runs_resume_to_the_same_bytes(toy_data, dense_run, tmp_path, monkeypatch, capsys):
+    """The tools delete a failed job's declared outputs, the kept states too: the dense run resumes
+    and brings its state back from the hidden link; the late run resumes its own epochs."""
+    dense, late = dense_and_late(toy_data)
+    run = tmp_path / "dense"
+    with monkeypatch.context() as m, pytest.raises(Killed):
+        die_after(m, steps=3 * 6)  # in epoch 4: the state after epoch 2 is kept, the checkpoint is epoch 3's
+        train(dense, run, progress=False)
+    for name in ("checkpoint.pt", "history.csv", "config.yaml", "states/at0.5.pt"):
+        (run / name).unlink()
+    train(dense, run, progress=False)
+    for name in ("checkpoint.pt", "states/at0.5.pt"):
+        assert (run / name).read_bytes() == (dense_run / name).read_bytes(), name
+    assert not (run / ".resume-states").exists() and not (run / ".resume.pt").exists()
+
+    continued = late | {"init_from": str(run / "states" / "at0.5.pt"), "init": "state"}
+    train(continued, tmp_path / "reference", progress=False)
+    out = tmp_path / "late"
+    with monkeypatch.context() as m, pytest.raises(Killed):
+        die_after(m, steps=6)  # its own epoch 3, then the kill in epoch 4
+        train(continued, out, progress=False)
+    (out / "checkpoint.pt").unlink()
+    capsys.readouterr()
+    train(continued, out, progress=False)
+    assert f"resuming from {out / '.resume.pt'} after epoch 3" in capsys.readouterr().err
+    assert (out / "checkpoint.pt").read_bytes() == (tmp_path / "reference" / "checkpoint.pt").read_bytes()
+    assert without_timings(out) == without_timings(tmp_path / "reference")
+
+
 @pytest.mark.parametrize("change,fragment", [
     ({"learning_rate": 0.1}, "(top level): Additional properties are not allowed ('learning_rate' was unexpected)"),
     ({"model": {"depht": 8}}, "model: Additional properties are not allowed ('depht' was unexpected)"),
@@ -223,6 +353,9 @@ def test_posthoc_from_a_dense_checkpoint_lowers_nonlinear_channels(toy_data, tmp
     ({"data": "/nonexistent/data.pt"}, "data: file not found: /nonexistent/data.pt"),
     ({"init_from": "/nonexistent/ckpt.pt"}, "init_from: file not found: /nonexistent/ckpt.pt"),
     ({"threads": 0}, "threads: 0 is less than the minimum of 1"),
+    ({"init": "state"}, "init: state needs init_from, the state to continue"),
+    ({"save_states": {"x": 3}}, "save_states.x: 3 is not before the last epoch (3)"),
+    ({"save_states": {"../x": 1}}, "save_states: '../x' does not match"),
 ])
 def test_bad_config_exits_nonzero_naming_the_key_and_the_file(toy_data, tmp_path, change, fragment, capsys):
     cfg = config(toy_data)

@@ -8,10 +8,13 @@ params.yaml --run RUN_ID``) writes into DIR:
 
 * ``checkpoint.pt`` every epoch, atomically: model, optimiser, step, epoch, RNG states;
 * ``history.csv``, one row per epoch; ``metrics.json``, the final figures;
-* ``config.yaml``, the resolved run config.
+* ``config.yaml``, the resolved run config;
+* ``states/NAME.pt`` for each entry of ``save_states``: the full state after that epoch, which
+  a run with ``init: state`` continues (the late-start runs continue the dense run).
 
 A hard link ``.resume.pt`` follows ``checkpoint.pt``: Snakemake deletes a failed job's
-declared outputs, and the link keeps the last good epoch so the same command resumes.
+declared outputs, and the link keeps the last good epoch so the same command resumes
+(``.resume-states/`` does the same for the states).
 
 ``checkpoint.pt`` holds no wall times, so the same weights give the same bytes (DVC then
 reruns nothing after a retrain): timings live in history.csv and metrics.json, and, for a
@@ -24,6 +27,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -69,6 +73,12 @@ def validate_config(given, source: str = "run config", check_files: bool = True)
         load_builder(model["builder"] or builder_path(model["arch"]))
     except ValueError as exc:
         raise UserError(f"{source} is invalid:\n  model.{'builder' if model['builder'] else 'arch'}: {exc}") from None
+    if cfg["init"] == "state" and not cfg["init_from"]:
+        raise UserError(f"{source} is invalid:\n  init: state needs init_from, the state to continue")
+    for name, epoch in cfg["save_states"].items():
+        if epoch >= cfg["epochs"]:
+            raise UserError(f"{source} is invalid:\n  save_states.{name}: {epoch} is not before the last epoch "
+                            f"({cfg['epochs']}): the state after it is checkpoint.pt")
     if check_files:
         for key in ("data", "init_from"):
             if cfg[key] is not None and not Path(cfg[key]).is_file():
@@ -111,13 +121,16 @@ def model_from_checkpoint(ckpt: dict) -> nn.Module:
     return model
 
 
-def _save_checkpoint(out: Path, state: dict) -> None:
-    ckpt, resume = out / "checkpoint.pt", out / ".resume.pt"
-    with _writing(ckpt):
-        fileio.torch_save(state, ckpt)
-    with _writing(resume), fileio.atomic_path(resume) as tmp:
+STATES_DIR, KEPT_LINKS = "states", ".resume-states"  # states/NAME.pt, and their links for a resume
+
+
+def _save_linked(path: Path, link: Path, state: dict) -> None:
+    """``state`` to ``path`` and a hard link to it at the hidden ``link``, each atomically."""
+    with _writing(path):
+        fileio.torch_save(state, path)
+    with _writing(link), fileio.atomic_path(link) as tmp:
         tmp.unlink()
-        _link_or_copy(ckpt, tmp)
+        _link_or_copy(path, tmp)
 
 
 def _writing(path: Path):
@@ -311,7 +324,7 @@ class Session:
     batch_size: int
     steps_per_epoch: int
     n_slopes: int
-    init_budget: int  # epochs the starting checkpoint (init_from) had trained since initialization
+    init_budget: int  # epochs since initialization before this run's first (init_from's: setup)
     start_epoch: int = 0
     step: int = 0
     history: list = field(default_factory=list)
@@ -342,9 +355,8 @@ def resolve_settings(cfg: dict, device: torch.device) -> dict:
             "compile": cfg["compile"] is True or (cfg["compile"] == "auto" and on_cuda)}
 
 
-def build(cfg: dict, info: dict) -> tuple[nn.Module, int]:
-    """The run's network, with the weights of ``init_from`` when it has one; and the epochs
-    those weights had trained since initialization (0 without ``init_from``)."""
+def build(cfg: dict, info: dict) -> tuple[nn.Module, dict | None]:
+    """The run's network, with the weights of ``init_from`` when it has one; and that checkpoint."""
     m = cfg["model"]
     torch.manual_seed(cfg["seed"])
     try:
@@ -364,8 +376,8 @@ def build(cfg: dict, info: dict) -> tuple[nn.Module, int]:
             raise UserError(f"run {cfg['name']}: init_from {cfg['init_from']} does not fit this model "
                             f"({m['arch']}, depth {m['depth']}, width {m['width']}, {m['activation']}): "
                             f"{str(exc).splitlines()[0]}") from None
-        return model, source.get("budget_epochs", source["epoch"])
-    return model, 0
+        return model, source
+    return model, None
 
 
 def _misfit(own: dict, theirs: dict, first: int = 3) -> list[str]:
@@ -391,7 +403,12 @@ def setup(cfg: dict, out: Path) -> Session:
     splits, info = load_splits(cfg["data"], device, cfg["data_check"])
     n_train = len(splits["train"].y)
     batch_size = min(cfg["batch_size"], n_train)
-    model, init_budget = build(cfg, info)
+    model, source = build(cfg, info)
+    # Epochs since initialization before this run's first: a checkpoint's all; a continued state's
+    # before its run's own first (it continues that run, whose epochs it counts as its own).
+    init_budget = 0 if source is None else source.get("budget_epochs", source["epoch"])
+    if source is not None and cfg["init"] == "state":
+        init_budget -= source["epoch"]
     model.to(device)
     if settings["channels_last"]:
         model.to(memory_format=torch.channels_last)
@@ -404,8 +421,51 @@ def setup(cfg: dict, out: Path) -> Session:
         batch_size=batch_size, steps_per_epoch=steps_per_epoch(n_train, batch_size),
         n_slopes=sum(a.slope.numel() for a in sparse_prelus(model)), init_budget=init_budget,
     )
+    if source is not None and cfg["init"] == "state":
+        _continue(session, source)
     _resume(session)
     return session
+
+
+# What a run that continues another may set otherwise: its name and place, where it starts and what it
+# keeps, its prior (compared where it is on: before the state's epoch), and the runtime switches (they
+# change the bits, not what is computed).
+_NOT_PREFIX = ("name", "fields", "init_from", "init", "save_states", "lam", "prior_start_epoch", "threads", "device",
+               "precision", "channels_last", "compile")
+
+
+def _prefix(cfg: dict, epoch: int) -> dict:
+    """What decides a run's first ``epoch`` epochs: its config, its prior only where it is on before then."""
+    out = {key: value for key, value in cfg.items() if key not in _NOT_PREFIX}
+    lam, start = cfg.get("lam", 0.0), cfg.get("prior_start_epoch", 0)
+    return out | {"prior": (lam, start) if lam > 0 and start < epoch else None}
+
+
+def _continue(s: Session, ckpt: dict) -> None:
+    """``init: state``: go on from the state another run kept, as a resume of that run would, after
+    checking that this run's first epochs are that run's."""
+    epoch, theirs, path = ckpt["epoch"], ckpt.get("config") or {}, s.cfg["init_from"]
+    if epoch >= s.cfg["epochs"]:
+        raise UserError(f"run {s.name}: init_from {path} holds epoch {epoch} of {s.cfg['epochs']}: nothing to train")
+    mine, prefix = _prefix(s.cfg, epoch), _prefix(theirs, epoch)
+    differ = sorted(key for key in mine.keys() | prefix.keys() if mine.get(key) != prefix.get(key))
+    if differ:
+        raise UserError(f"run {s.name}: init_from {path} is the state of run {theirs.get('name')} after epoch "
+                        f"{epoch}, whose config differs from this run's in those epochs: {', '.join(differ)}")
+    _load_state(s, ckpt, [None] * len(ckpt["history"]))  # its timings are the other run's
+    print(f"[{s.name}] continuing run {theirs['name']} from {path} after epoch {epoch}", file=sys.stderr)
+
+
+def _load_state(s: Session, ckpt: dict, times: list) -> None:
+    """Model, optimiser, RNGs, step, epoch, history (with ``times``, None where lost) and prior shift."""
+    s.model.load_state_dict(ckpt["model"])
+    s.opt.load_state_dict(ckpt["optimizer"])
+    s.gen.set_state(ckpt["generator"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    s.start_epoch, s.step = ckpt["epoch"], ckpt["step"]
+    s.history = [{**row, "wall_time_s": t} for row, t in zip(ckpt["history"], times, strict=True)]
+    s.wall_before = times[-1] if times and times[-1] is not None else 0.0
+    s.prior_shift = ckpt["prior_shift"]
 
 
 def _resume(s: Session) -> None:
@@ -419,17 +479,9 @@ def _resume(s: Session) -> None:
     if "momentum_buffers" not in ckpt.get("optimizer", {}):  # torch.optim's state: an older version wrote it
         print(f"[{s.name}] ignoring {resume}: written by an older version of the trainer", file=sys.stderr)
         return
-    s.model.load_state_dict(ckpt["model"])
-    s.opt.load_state_dict(ckpt["optimizer"])
-    s.gen.set_state(ckpt["generator"])
-    torch.set_rng_state(ckpt["torch_rng"])
-    s.start_epoch, s.step = ckpt["epoch"], ckpt["step"]
     # The checkpoint's history has no timings: they come back from the times file (None if lost,
     # and then the run's wall_time_s counts the training time since this resume only).
-    times = _load_times(s, len(ckpt["history"]))
-    s.history = [{**row, "wall_time_s": t} for row, t in zip(ckpt["history"], times, strict=True)]
-    s.wall_before = times[-1] if times and times[-1] is not None else 0.0
-    s.prior_shift = ckpt["prior_shift"]
+    _load_state(s, ckpt, _load_times(s, len(ckpt["history"])))
     print(f"[{s.name}] resuming from {resume} after epoch {s.start_epoch}", file=sys.stderr)
 
 
@@ -495,7 +547,9 @@ def evaluate_epoch(s: Session, epoch: int, stats: dict) -> tuple[dict, dict]:
 
 
 def save_checkpoint(s: Session) -> None:
-    """checkpoint.pt (and the .resume.pt link) after an epoch, then history.csv: atomically."""
+    """After an epoch: the states to keep after it, checkpoint.pt (and the .resume.pt link), then
+    history.csv, each atomically. The states come first: a run killed before its checkpoint
+    trains the epoch again, and writes them again."""
     last = s.history[-1]
     state = {
         "config": s.cfg, "config_digest": s.digest, "epoch": last["epoch"], "step": s.step,
@@ -506,7 +560,12 @@ def save_checkpoint(s: Session) -> None:
         "input_shape": s.info["input_shape"], "num_classes": s.info["num_classes"], "dataset": s.info["dataset"],
     }
     _save_times(s)  # first: the times file covers every epoch that .resume.pt holds
-    _save_checkpoint(s.out, _interned(state))
+    for name in [name for name, epoch in s.cfg["save_states"].items() if epoch == last["epoch"]]:
+        # Without the names of the other states kept: one more late start leaves this file's bytes.
+        kept = {k: v for k, v in state.items() if k != "config_digest"}
+        kept["config"] = {k: v for k, v in s.cfg.items() if k != "save_states"}
+        _save_linked(s.out / STATES_DIR / f"{name}.pt", s.out / KEPT_LINKS / f"{name}.pt", _interned(kept))
+    _save_linked(s.out / "checkpoint.pt", s.out / ".resume.pt", _interned(state))
     with _writing(s.out / "history.csv"):
         _write_history(s.out, s.history)
 
@@ -521,6 +580,7 @@ def finish(s: Session, depth: dict | None) -> dict:
             _link_or_copy(resume, s.out / "checkpoint.pt")
         _write_history(s.out, s.history)
         depth = depth_summary(s.model, s.example(), eps=s.cfg["eps"])
+    _restore_states(s)
     s.model.eval()
     train_loss, train_acc = evaluate(s.model, s.splits["train"], s.batch_size, s.autocast)
     last, cfg = s.history[-1], s.cfg
@@ -545,7 +605,22 @@ def finish(s: Session, depth: dict | None) -> dict:
     write_metrics(s.out, metrics)
     resume.unlink(missing_ok=True)  # the run is complete: nothing to resume
     (s.out / TIMES_FILE).unlink(missing_ok=True)
+    shutil.rmtree(s.out / KEPT_LINKS, ignore_errors=True)
     return metrics
+
+
+def _restore_states(s: Session) -> None:
+    """The kept states a resumed run did not write again (Snakemake deleted them with the failed
+    job's outputs, DVC before rerunning the stage), from their links."""
+    for name, epoch in s.cfg["save_states"].items():
+        path, link = s.out / STATES_DIR / f"{name}.pt", s.out / KEPT_LINKS / f"{name}.pt"
+        if not path.exists():
+            if not link.exists():
+                raise UserError(f"run {s.name}: the state after epoch {epoch} ({path}) is lost; delete "
+                                f"{s.out / '.resume.pt'} to train the run afresh")
+            with _writing(path):
+                path.parent.mkdir(exist_ok=True)
+                _link_or_copy(link, path)
 
 
 def set_threads(n: int) -> None:
