@@ -37,8 +37,13 @@ def test_dvc_stages_follow_the_arm_table():
         assert "src/nonlinear_advantage/trainer.py" in train["deps"]
         assert train["deps"][0] == f"configs/{generate._item(plan.pattern(name))}.yaml"  # its config, not params
         assert "params" not in train and "src/nonlinear_advantage/plan.py" not in train["deps"]
-        if arm.init_from:
-            assert f"runs/{generate._item(plan.pattern(arm.init_from))}/checkpoint.pt" in train["deps"]
+        run = f"runs/{generate._item(plan.pattern(name))}"
+        if arm.init_from:  # its source's checkpoint, or the one state it continues from the source's states
+            source = f"runs/{generate._item(plan.pattern(arm.init_from))}"
+            assert train["deps"][2] == (f"{source}/states/{generate._item(arm.init_state)}.pt" if arm.init_state
+                                        else f"{source}/checkpoint.pt")
+        keeps = any(other.init_from == name and other.init_state for other in plan.ARMS.values())
+        assert (f"{run}/states" in train["outs"]) == keeps == (name == plan.DENSE)
         assert "src/nonlinear_advantage/report.py" not in train["deps"]
     assert "src/nonlinear_advantage/report.py" in stages["report"]["deps"]
     assert "src/nonlinear_advantage/trainer.py" not in stages["report"]["deps"]

@@ -35,10 +35,16 @@ def snakemake(repo, *args, check=True):
     return sh(repo, "snakemake", "--cores", "2", *args, check=check)
 
 
+def step(rule: str) -> str:
+    """The step a job's rule does: Snakemake's train and train_states (the runs that keep states for
+    others: a rule's outputs are the same for each job), DVC's train_ARM stages, all train."""
+    return re.sub(r"^train_\w+$", "train", rule)
+
+
 def planned_jobs(repo, *args) -> Counter:
-    """Rule name -> count of the jobs a dry run would execute."""
+    """Step (rule name) -> count of the jobs a dry run would execute."""
     out = snakemake(repo, "-n", *args).stdout
-    return Counter(re.findall(r"^(?:local)?rule (\w+):", out, re.M))
+    return Counter(map(step, re.findall(r"^(?:local)?rule (\w+):", out, re.M)))
 
 
 # What any change of a run reruns besides its training: the configs, the study's depth, summary,
@@ -95,10 +101,11 @@ def snakemake_dag(repo) -> Counter:
     jobs, job = [], None
     for line in out.splitlines():
         if m := re.match(r"(?:local)?rule (\w+):$", line):
-            job = {"rule": m[1], "outputs": ()}
+            job = {"rule": step(m[1]), "outputs": ()}
             jobs.append(job)
         elif job and (m := re.match(r"    output: (.*)", line)):
-            job["outputs"] = tuple(sorted(m[1].split(", ")))
+            # The states a run keeps: DVC's one directory (params.yaml says how many), Snakemake's files.
+            job["outputs"] = tuple(sorted({re.sub(r"/states/[^/]+\.pt$", "/states", o) for o in m[1].split(", ")}))
         elif job and line.startswith("Shell command: "):
             # The log redirection is Snakemake's own; DVC shows the output on the terminal.
             job["cmd"] = re.sub(r" > logs/\S+ 2>&1$", "", line.removeprefix("Shell command: "))
@@ -113,7 +120,7 @@ def dvc_dag(repo) -> Counter:
         stages = list(dvc.index.stages)
         rows = Counter()
         for stage in stages:
-            rule = re.sub(r"^train_\w+", "train", stage.name.split("@")[0])  # one DVC stage per arm
+            rule = step(stage.name.split("@")[0])  # one DVC stage per arm
             outputs = tuple(sorted(str(Path(o.fs_path).relative_to(repo)) for o in stage.outs))
             # DVC trains from the config file `configure` resolved, Snakemake from the same config
             # resolved in the job (its params): the same run either way.
@@ -220,6 +227,18 @@ def test_summary(study):
         assert off(width) <= off(width - 1) and off(width) < off(width + 1), r["run"]
     assert (study / "results" / "curves.csv").read_text().startswith("run,dataset,arm,lam,seed,epoch")
     assert (study / "reports" / "report.pdf").stat().st_size > 0
+
+
+def test_the_late_run_continues_the_dense_run(study):
+    """The late run is the dense run up to its prior start: it continues the state the dense run kept
+    there (the same rows of history up to it), and trains only the epochs after."""
+    late, dense = "digits/late/at0.5-shift1.5-s0", "digits/dense/s0"
+    log = (study / "logs" / "train" / f"{late}.log").read_text()
+    assert f"continuing run {dense} from runs/{dense}/states/at0.5.pt after epoch 1" in log, log
+    assert "epoch 1:" not in log and "epoch 2:" in log
+    rows = {run: (study / "runs" / run / "history.csv").read_text().splitlines() for run in (late, dense)}
+    assert [r.rsplit(",", 1)[0] for r in rows[late][:2]] == [r.rsplit(",", 1)[0] for r in rows[dense][:2]]
+    assert rows[late][2] != rows[dense][2]  # then the prior
 
 
 def test_nothing_to_do_after_a_full_run(study):

@@ -92,7 +92,8 @@ def test_run_config_per_arm(params):
     assert set(sparse) == {  # workflow/schemas/run.schema.json
         "name", "fields", "data", "data_check", "model", "epochs", "batch_size", "optimizer", "schedule", "lam",
         "prior_start_epoch", "proximal", "eps", "augment", "seed", "threads", "device", "precision", "channels_last",
-        "compile", "init_from"}
+        "compile", "init_from", "init", "save_states"}
+    assert sparse["init"] == "weights" and sparse["save_states"] == {}
     pretrain = plan.run_config(params, "digits/pretrain/s0")
     assert pretrain["lam"] == 0.0 and pretrain["init_from"] is None and pretrain["model"]["activation"] == "prelu"
     assert pretrain["epochs"] == budget - params["posthoc"]["epochs"]
@@ -105,10 +106,13 @@ def test_run_config_per_arm(params):
     late = plan.run_config(params, "digits/late/at0.5-shift1.5-s0")
     assert late["fields"] == {"arm": "late", "dataset": "digits", "seed": 0, "start": 0.5, "shift": 1.5}
     assert late["lam"] == pytest.approx(1.5 * 116 * 0.1 / (0.1 * (4 - 22 / 8)), rel=5e-4)  # steps 4..7 only
-    assert late["epochs"] == budget and late["init_from"] is None
-    assert late["prior_start_epoch"] == 1  # round(0.5 · 2)
+    assert late["epochs"] == budget and late["prior_start_epoch"] == 1  # round(0.5 · 2)
+    # it continues the dense run from the state that run kept for it, after epoch 1
+    assert late["init_from"] == "runs/digits/dense/s0/states/at0.5.pt" and late["init"] == "state"
     dense = plan.run_config(params, "digits/dense/s0")
     assert dense["lam"] == 0.0 and dense["prior_start_epoch"] == 0 and dense["epochs"] == budget
+    assert dense["save_states"] == {"at0.5": 1} and dense["init_from"] is None
+    assert pretrain["save_states"] == {} and posthoc["init"] == "weights"
     own = plan.run_config(params, "digits/baseline/d8-own-s0")["model"]
     assert own == {**own, "arch": "resnet", "depth": 8, "width": 4, "activation": "relu"}
     shallow = plan.run_config(params, "digits/shallow/d3-own-s0")
@@ -177,10 +181,14 @@ def test_equal_budgets_asserted_on_the_plan(path):
             elif run.arm == "posthoc":  # its own epochs are P; the budget counts its start's
                 assert config["epochs"] == posthoc < budgets[run.id]
                 assert config["init_from"] == f"runs/{dataset}/pretrain/s{run.fields['seed']}/checkpoint.pt"
+            elif run.arm == "late":  # the dense run up to its prior start: B in all
+                assert config["epochs"] == budget and 0 < config["prior_start_epoch"] < budget
+                dense = plan.run_config(params, f"{dataset}/dense/s{run.fields['seed']}")
+                name = f"at{run.fields['start']}"
+                assert config["init_from"] == f"runs/{dataset}/dense/s{run.fields['seed']}/states/{name}.pt"
+                assert dense["save_states"][name] == config["prior_start_epoch"]
             else:
                 assert config["epochs"] == budget and config["init_from"] is None
-            if run.arm == "late":
-                assert 0 < config["prior_start_epoch"] < budget  # the prior is on for part of the budget
 
 
 def test_budget_epochs_counts_the_checkpoint_a_run_starts_from(params, monkeypatch):
@@ -190,8 +198,29 @@ def test_budget_epochs_counts_the_checkpoint_a_run_starts_from(params, monkeypat
     by_id = {r.id: r for r in plan.runs(params)}
     assert plan.budget_epochs(params, by_id["digits/pretrain/s0"]) == 4
     assert plan.budget_epochs(params, by_id["digits/posthoc/shift1.5-s0"]) == 7
-    monkeypatch.setitem(plan.ARMS, "late", dataclasses.replace(plan.ARMS["late"], init_from=plan.DENSE))
-    assert plan.budget_epochs(params, by_id["digits/late/at0.5-shift1.5-s0"]) == 14
+    # a run that continues another from a state counts that run's epochs among its own
+    assert plan.budget_epochs(params, by_id["digits/late/at0.5-shift1.5-s0"]) == 7
+    monkeypatch.setitem(plan.ARMS, "late", dataclasses.replace(plan.ARMS["late"], init_state=None))
+    assert plan.budget_epochs(params, by_id["digits/late/at0.5-shift1.5-s0"]) == 14  # from its final weights
+
+
+def test_the_dense_run_keeps_a_state_per_late_start(params):
+    """One state per start, named by the start (the same names on every dataset, so that Snakemake's
+    rule and DVC's matrix can name them); each at that dataset's start epoch. A changed late shift
+    leaves the dense run's config as it is; a new start adds a state to it."""
+    params["datasets"]["digits"]["epochs"] = 4
+    params["datasets"]["fashion_mnist"] = {**params["datasets"]["digits"], "epochs": 5}
+    params["late"]["starts"] = [0.5, 0.25]
+    params = plan.validate(params)
+    dense = {ds: plan.run_config(params, f"{ds}/dense/s0") for ds in params["datasets"]}
+    assert dense["digits"]["save_states"] == {"at0.25": 1, "at0.5": 2}
+    assert dense["fashion_mnist"]["save_states"] == {"at0.25": 1, "at0.5": 3}  # halves rounded up
+    assert plan.state_keepers(params) == (["digits/dense/s0", "fashion_mnist/dense/s0"], ["at0.25", "at0.5"])
+    assert plan.train_outputs("{run}", ["at0.5"])["state0"] == "runs/{run}/states/at0.5.pt"
+    edited = copy.deepcopy(params)
+    edited["late"]["shifts"] = [0.5]
+    assert plan.run_config(edited, "fashion_mnist/dense/s0") == dense["fashion_mnist"]
+    assert all(not plan.run_config(params, run)["save_states"] for run in plan.run_ids(params) if "/dense/" not in run)
 
 
 @pytest.mark.parametrize("epochs", [2, 3])

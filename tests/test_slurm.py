@@ -34,7 +34,7 @@ CLUSTER_SH = REPO / "workflow" / "scripts" / "slurm_cluster.sh"
 # Relative: each test runs in a copy of the repository, which holds both profiles.
 PROFILE = Path("profiles") / "slurm"
 TEST_PROFILE = Path("tests") / "profiles" / "slurm-test"
-TRAIN_RULES = {"train"}  # one rule trains every arm
+TRAIN_RULES = {"train", "train_states"}  # one rule trains every arm (a copy of it the runs that keep states)
 
 
 def _load(profile: Path) -> dict:
@@ -218,7 +218,7 @@ def test_the_tiny_study_runs_as_slurm_jobs_and_matches_the_local_run(slurm, tmp_
     ran_locally = _finished_rules(local_out)
     del ran_locally["all"]
     n_runs = len(plan.run_ids(plan.load_params(TINY)))  # every arm of the tiny study: 10 runs
-    assert ran_locally["train"] == n_runs and ran_locally["measure"] == 1, ran_locally
+    assert ran_locally["train"] + ran_locally["train_states"] == n_runs and ran_locally["measure"] == 1, ran_locally
     jobs = sacct_jobs(run_id, env)
     assert Counter(j["rule"] for j in jobs) == ran_locally, jobs
     assert all(j["state"] == "COMPLETED" for j in jobs), jobs
@@ -243,6 +243,7 @@ def test_the_tiny_study_runs_as_slurm_jobs_and_matches_the_local_run(slurm, tmp_
 # after epoch 2, short enough that the rerun's rest fits in one ~12 s status-check round.
 FAULT_EPOCHS = 20
 FAULT_TARGET = "runs/digits/dense/s0/metrics.json"  # the dense run's train job: plan.train_outputs
+FAULT_RULE = "train_states"  # the dense run keeps a state for the late start
 FAULT_LOG = "logs/train/digits/dense/s0.log"  # its log: (the rule's log:)
 
 
@@ -296,7 +297,7 @@ def test_cancelled_training_job_fails_the_run_and_a_rerun_resumes(slurm, tmp_pat
         proc = subprocess.Popen(_snakemake_on_slurm_cmd(TEST_PROFILE, ["--", FAULT_TARGET]), cwd=work, env=env,
                                 stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        jobid = _wait_for(lambda: _submitted_jobid(log.read_text(), "train"), 60,
+        jobid = _wait_for(lambda: _submitted_jobid(log.read_text(), FAULT_RULE), 60,
                           "the dense run's train job to be submitted", proc)
         # Cancel it mid-run: running, and past its second epoch's checkpoint.
         _wait_for(lambda: _resume_epoch(run_dir) >= 2 and _squeue_state(jobid, env) == "RUNNING", 120,
@@ -312,7 +313,7 @@ def test_cancelled_training_job_fails_the_run_and_a_rerun_resumes(slurm, tmp_pat
             proc.wait(timeout=30)
     out = log.read_text()
     assert rc != 0, out[-4000:]
-    assert "Error in rule train" in out, out[-4000:]
+    assert f"Error in rule {FAULT_RULE}" in out, out[-4000:]
     assert re.search(rf"SLURM-job '{jobid}' failed, SLURM status is: 'CANCELLED", out), out[-4000:]
     # Snakemake removed the failed job's outputs; the trainer's hidden link to the last
     # checkpoint stays.
@@ -328,7 +329,7 @@ def test_cancelled_training_job_fails_the_run_and_a_rerun_resumes(slurm, tmp_pat
     assert m and int(m.group(1)) == stopped_at, train_log[-2000:]
     assert f"epoch {FAULT_EPOCHS}:" in train_log and (work / FAULT_TARGET).exists()
     assert not (run_dir / ".resume.pt").exists()
-    assert [(j["rule"], j["state"]) for j in sacct_jobs(run_id2, env)] == [("train", "COMPLETED")]
+    assert [(j["rule"], j["state"]) for j in sacct_jobs(run_id2, env)] == [(FAULT_RULE, "COMPLETED")]
 
 
 # --- the real profile -------------------------------------------------------------------
@@ -351,7 +352,7 @@ def test_real_profile_asks_slurm_for_a_gpu_per_training_job(slurm, tmp_path):
                      proc.stdout), proc.stdout[-4000:]
     proc, _ = run_snakemake_on_slurm(work, PROFILE, [*args, "runs/digits/dense/s0/metrics.json"], env=env)
     assert proc.returncode != 0
-    assert re.search(r"sbatch call: sbatch .*--comment rule_train_wildcards_digits_dense_s0 .*--gpus=1",
+    assert re.search(r"sbatch call: sbatch .*--comment rule_train_states_wildcards_digits_dense_s0 .*--gpus=1",
                      proc.stdout), proc.stdout[-4000:]
     # its time limit from the profile's calibration, not the 120-minute default
     cal = compute.Calibration.from_config(_load(PROFILE)["config"][compute.CONFIG_KEY])

@@ -53,13 +53,20 @@ def _train_stage(name: str, arm: plan.Arm) -> dict:
     run = _item(plan.pattern(name))
     deps = [_item(plan.config_path(plan.pattern(name))), _item(plan.data_path("{dataset}"))]
     if arm.init_from:
-        deps.append(f"runs/{_item(plan.pattern(arm.init_from))}/checkpoint.pt")
+        source = f"runs/{_item(plan.pattern(arm.init_from))}"
+        deps.append(f"{source}/{plan.STATES_DIR}/{_item(arm.init_state)}.pt" if arm.init_state
+                    else f"{source}/checkpoint.pt")
+    # Its metrics.json is an output, not a DVC metric: `dvc metrics` shows the study's (results/metrics.json).
+    outs = [f"runs/{run}/{name}" for name in plan.TRAIN_FILES]
+    if any(other.init_from == name and other.init_state for other in plan.ARMS.values()):
+        # The states it keeps for the runs that continue it: as many as params.yaml has starts, so
+        # the directory (each continuing run depends on its one file in it).
+        outs.append(f"runs/{run}/{plan.STATES_DIR}")
     return {
         "matrix": {field: f"${{{key}}}" for field, key in arm.all_axes().items()},
         "cmd": f"python -m nonlinear_advantage train --config {deps[0]} --out runs/{run}",
         "deps": deps + plan.code_files("trainer"),
-        # Its metrics.json is an output, not a DVC metric: `dvc metrics` shows the study's (results/metrics.json).
-        "outs": [f"runs/{run}/{name}" for name in plan.TRAIN_FILES],
+        "outs": outs,
     }
 
 

@@ -185,6 +185,10 @@ class Arm:
     # from the shift and the config as edited (prior_lam), so no arm's order of edits matters.
     configure: Callable[[dict, dict, dict], None] = lambda params, fields, config: None
     init_from: str | None = None  # the arm whose run (same dataset and seed) it starts from
+    # How: None, from that run's final weights (checkpoint.pt, a fresh optimiser); a name (a pattern
+    # over the arm's own axes), continuing that run from the full state it kept for this run after
+    # the epoch this run's prior starts (states/NAME.pt): up to there the two are one computation.
+    init_state: str | None = None
 
     def all_axes(self) -> dict[str, str]:
         return COMMON_AXES | self.axes
@@ -207,7 +211,7 @@ ARMS: dict[str, Arm] = {
     POSTHOC: Arm("post-hoc", "shift{shift}-s{seed}", axes={"shift": "posthoc.shifts"}, configure=_posthoc,
                  init_from=PRETRAIN),
     LATE: Arm("late start", "at{start}-shift{shift}-s{seed}", axes={"start": "late.starts", "shift": "late.shifts"},
-              configure=_late),
+              configure=_late, init_from=DENSE, init_state="at{start}"),
 }
 
 
@@ -282,10 +286,30 @@ def run_dir(run_id: str, root: str = "runs") -> str:
     return f"{root}/{run_id}"
 
 
+STATES_DIR = "states"  # in a run directory: the states it keeps for the runs that continue it
+
+
 def init_from(run: Run) -> str | None:
-    """The checkpoint a run starts from, if its arm starts from another run."""
-    source = ARMS[run.arm].init_from
-    return f"{run_dir(pattern(source).format(**run.fields))}/checkpoint.pt" if source else None
+    """The file a run starts from, if its arm starts from another run: that run's checkpoint, or the
+    state it kept for this run (``Arm.init_state``)."""
+    arm = ARMS[run.arm]
+    if not arm.init_from:
+        return None
+    source = run_dir(pattern(arm.init_from).format(**run.fields))
+    if arm.init_state:
+        return f"{source}/{STATES_DIR}/{arm.init_state.format(**run.fields)}.pt"
+    return f"{source}/checkpoint.pt"
+
+
+def kept_states(params: dict, run: Run) -> dict[str, int]:
+    """The states a run keeps for the runs that continue it (of the arms whose ``init_state`` names
+    its arm), by name: the epoch after which each is saved, the continuing run's prior start."""
+    arms = [name for name, arm in ARMS.items() if arm.init_from == run.arm and arm.init_state]
+    kept = {}
+    for entry in _entries(params, arms):
+        if (entry.fields["dataset"], entry.fields["seed"]) == (run.fields["dataset"], run.fields["seed"]):
+            kept[ARMS[entry.arm].init_state.format(**entry.fields)] = _resolve(params, entry)["prior_start_epoch"]
+    return dict(sorted(kept.items()))
 
 
 def run_inputs(params: dict, run_id: str) -> dict[str, str]:
@@ -355,6 +379,8 @@ def _resolve(params: dict, run: Run) -> dict:
         "threads": train.get("threads", 1),  # the schema's default
         **{key: train.get(key, default) for key, default in RUNTIME_DEFAULTS.items()},
         "init_from": init_from(run),
+        "init": "state" if ARMS[run.arm].init_state else "weights",
+        "save_states": kept_states(params, run),
     }
     ARMS[run.arm].configure(params, run.fields, config)
     if ARMS[run.arm].prior:
@@ -397,9 +423,24 @@ def prepare_args(params: dict, dataset: str) -> str:
     )
 
 
-def train_outputs(run: str) -> dict[str, str]:
-    """The files ``train`` writes for a run, named for Snakemake: checkpoint, metrics, ..."""
-    return {name.split(".")[0]: f"runs/{run}/{name}" for name in TRAIN_FILES}
+def train_outputs(run: str, states=()) -> dict[str, str]:
+    """The files ``train`` writes for a run, named for Snakemake: checkpoint, metrics, ..., and the
+    ``states`` it keeps (state0, state1, ...)."""
+    outputs = {name.split(".")[0]: f"runs/{run}/{name}" for name in TRAIN_FILES}
+    return outputs | {f"state{i}": f"runs/{run}/{STATES_DIR}/{name}.pt" for i, name in enumerate(states)}
+
+
+def state_keepers(params: dict) -> tuple[list[str], list[str]]:
+    """The runs to train that keep states for others, and the names of the states they keep: the
+    same for each (a name is a pattern over the continuing arm's own axes), so that one Snakemake
+    rule, whose outputs are the same for every job, trains them all."""
+    kept = {run: list(kept_states(params, find_run(params, run))) for run in run_ids(params)}
+    keepers = [run for run, names in kept.items() if names]
+    names = {tuple(kept[run]) for run in keepers}
+    if len(names) > 1:
+        raise ValueError(f"the runs that keep states keep different ones ({sorted(names)}): an init_state "
+                         "pattern may use only its arm's own axes")
+    return keepers, list(next(iter(names), ()))
 
 
 # ---- code as a dependency -------------------------------------------------------------------
@@ -493,10 +534,14 @@ def prior_channels(model: dict, dataset: str) -> int:
 
 
 def budget_epochs(params: dict, run: Run) -> int:
-    """Epochs a run's network has trained since initialization, its starting checkpoint's included."""
-    epochs = run_config(params, run.id)["epochs"]
-    source = ARMS[run.arm].init_from
-    return epochs + (budget_epochs(params, find_run(params, pattern(source).format(**run.fields))) if source else 0)
+    """Epochs a run's network has trained since initialization, its starting checkpoint's included
+    (a run that continues another counts that run's epochs among its own)."""
+    epochs, arm = run_config(params, run.id)["epochs"], ARMS[run.arm]
+    if not arm.init_from:
+        return epochs
+    source = find_run(params, pattern(arm.init_from).format(**run.fields))
+    before = budget_epochs(params, source) - (run_config(params, source.id)["epochs"] if arm.init_state else 0)
+    return epochs + before
 
 
 # ---- CLI ---------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-# Every arm of the plan's arm table trains through this one rule. A training job depends on
-# its resolved run config, its data, the checkpoint it starts from and the trainer's code, not
-# on the plan: a new arm or registry row leaves existing runs alone. The config travels as the
-# rule's params (Snakemake's params trigger compares it); DVC tracks the same config as the
-# file its `configure` stage writes. $NLA_PARAMS: see the Snakefile.
+# Every arm of the plan's arm table trains through this one rule (train_states, at the end, is it
+# with more outputs). A training job depends on its resolved run config, its data, the file it
+# starts from and the trainer's code, not on the plan: a new arm or registry row leaves existing
+# runs alone. The config travels as the rule's params (Snakemake's params trigger compares it);
+# DVC tracks the same config as the file its `configure` stage writes. $NLA_PARAMS: see the
+# Snakefile.
 
 
 # The resolved configs DVC's stages depend on, written here too so that `dvc commit` can adopt
@@ -25,6 +26,16 @@ rule configure:
         "python -m nonlinear_advantage configure --params $NLA_PARAMS --out {output} > {log} 2>&1"
 
 
+# The runs that keep states for the runs that continue them (the dense runs: one state per late
+# start, which each late run reads) train through train_states, this rule with those files as
+# outputs too: a rule has the same outputs for each of its jobs.
+KEEPERS, KEPT = plan.state_keepers(config)
+
+
+def one_of(runs):
+    return "|".join(re.escape(run) for run in runs) or "(?!)"
+
+
 rule train:
     input:
         unpack(lambda wildcards: plan.run_inputs(config, wildcards.run)),
@@ -35,6 +46,8 @@ rule train:
     # Wall-clock, memory and CPU time of the job: the report's appendix sums them per arm.
     benchmark:
         f"{compute.BENCHMARKS}/train/{{run}}.tsv"
+    wildcard_constraints:
+        run=one_of(run for run in RUNS if run not in KEEPERS),
     conda:
         "../envs/train.yaml"
     # The run config's threads (params.yaml train.threads): the trainer sets torch to exactly
@@ -52,3 +65,10 @@ rule train:
     shell:
         "python -m nonlinear_advantage train --params $NLA_PARAMS --run {wildcards.run}"
         " --out runs/{wildcards.run} > {log} 2>&1"
+
+
+use rule train as train_states with:
+    output:
+        **plan.train_outputs("{run}", KEPT),
+    wildcard_constraints:
+        run=one_of(KEEPERS),
