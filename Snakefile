@@ -6,7 +6,6 @@ file given with --configfile (config/paper.yaml); it is checked against the sche
 """
 
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -47,7 +46,7 @@ os.environ.update(NLA_PARAMS=PARAMS_FILE)
 
 # {run} is exactly a run of the plan.
 wildcard_constraints:
-    run="|".join(re.escape(run) for run in RUNS),
+    run=plan.one_of(RUNS),
 
 
 # One tool at a time: while DVC runs the study here, Snakemake stops (exit 2, naming DVC's pid);

@@ -28,6 +28,7 @@ import hashlib
 import itertools
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -421,6 +422,11 @@ def prepare_args(params: dict, dataset: str) -> str:
         f"--train-size {sizes['train_size']} --val-size {sizes['val_size']} "
         f"--test-size {sizes['test_size']} --pool {sizes['pool']} --seed {params['data_seed']}"
     )
+
+
+def one_of(runs) -> str:
+    """A regex that matches exactly these run ids (none: nothing): a wildcard constraint."""
+    return "|".join(re.escape(run) for run in runs) or "(?!)"
 
 
 def train_outputs(run: str, states=()) -> dict[str, str]:

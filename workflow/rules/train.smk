@@ -32,10 +32,6 @@ rule configure:
 KEEPERS, KEPT = plan.state_keepers(config)
 
 
-def one_of(runs):
-    return "|".join(re.escape(run) for run in runs) or "(?!)"
-
-
 rule train:
     input:
         unpack(lambda wildcards: plan.run_inputs(config, wildcards.run)),
@@ -47,7 +43,7 @@ rule train:
     benchmark:
         f"{compute.BENCHMARKS}/train/{{run}}.tsv"
     wildcard_constraints:
-        run=one_of(run for run in RUNS if run not in KEEPERS),
+        run=plan.one_of(run for run in RUNS if run not in KEEPERS),
     conda:
         "../envs/train.yaml"
     # The run config's threads (params.yaml train.threads): the trainer sets torch to exactly
@@ -71,4 +67,4 @@ use rule train as train_states with:
     output:
         **plan.train_outputs("{run}", KEPT),
     wildcard_constraints:
-        run=one_of(KEEPERS),
+        run=plan.one_of(KEEPERS),
