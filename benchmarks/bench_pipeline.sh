@@ -16,7 +16,7 @@ trap 'rm -rf "$WORK"' EXIT
 copy_repo() {  # the files git sees, without .venv
     mkdir -p "$1"
     (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard) |
-        (cd "$ROOT" && xargs -0 cp --parents -t "$1")
+        (cd "$ROOT" && xargs -0 cp -P --parents -t "$1")
 }
 seconds() {  # wall time of a command, or FAILED
     local t0=$EPOCHREALTIME
