@@ -358,6 +358,6 @@ def test_real_profile_asks_slurm_for_a_gpu_per_training_job(slurm, tmp_path):
     # its time limit from the profile's calibration, not the 120-minute default
     cal = compute.Calibration.from_config(_load(PROFILE)["config"][compute.CONFIG_KEY])
     limit = compute.train_minutes(plan.load_params(TINY), "digits/dense/s0", cal)
-    assert re.search(rf"sbatch call: sbatch .*--comment rule_train_wildcards_digits_dense_s0 .*-t {limit} ",
+    assert re.search(rf"sbatch call: sbatch .*--comment rule_train_states_wildcards_digits_dense_s0 .*-t {limit} ",
                      proc.stdout), proc.stdout[-4000:]
     assert "Invalid generic resource (gres) specification" in proc.stdout
