@@ -138,6 +138,7 @@ def lookup(params: dict, key: str):
 # Arm names: analysis, figures and report import these; no other module spells one.
 BASELINE, SHALLOW, DENSE, SPARSE, PRETRAIN, POSTHOC, LATE = (
     "baseline", "shallow", "dense", "sparse", "pretrain", "posthoc", "late")
+FINETUNE = "finetune"  # the post-hoc arm's λ = 0 twin: what its extra training alone does
 
 
 def _pretrain(params: dict, fields: dict, config: dict) -> None:
@@ -190,6 +191,9 @@ class Arm:
     # over the arm's own axes), continuing that run from the full state it kept for this run after
     # the epoch this run's prior starts (states/NAME.pt): up to there the two are one computation.
     init_state: str | None = None
+    # The arm's λ = 0 twin (same dataset and seed): it must match the dense run within noise, and
+    # the arm's gap is measured net of it (analysis.checks, analysis.matched_gap).
+    control: str | None = None
 
     def all_axes(self) -> dict[str, str]:
         return COMMON_AXES | self.axes
@@ -209,10 +213,11 @@ ARMS: dict[str, Arm] = {
     DENSE: Arm("dense"),
     SPARSE: Arm("sparse (from scratch)", "shift{shift}-s{seed}", axes={"shift": "sweep.shifts"}),
     PRETRAIN: Arm("dense start of post-hoc", configure=_pretrain),
+    FINETUNE: Arm("post-hoc control (λ = 0)", "s{seed}"),
     POSTHOC: Arm("post-hoc", "shift{shift}-s{seed}", axes={"shift": "posthoc.shifts"}, configure=_posthoc,
-                 init_from=PRETRAIN),
+                 init_from=PRETRAIN, control=FINETUNE),
     LATE: Arm("late start", "at{start}-shift{shift}-s{seed}", axes={"start": "late.starts", "shift": "late.shifts"},
-              configure=_late, init_from=DENSE, init_state="at{start}"),
+              configure=_late, init_from=DENSE, init_state="at{start}", control=DENSE),
 }
 
 
