@@ -143,14 +143,14 @@ def test_findings_on_the_synthetic_study(study):
 
 def test_findings_are_contradicted_when_the_effect_reverses(study):
     hard = study.dataset == "fashion_mnist"
-    worse = study.copy()  # post-hoc 5 points worse on the harder task
-    worse.loc[hard & (worse.arm == "posthoc"), "test_acc"] -= 0.05
+    worse = study.copy()  # post-hoc 8 points worse on the harder task: its gap clearly below 0
+    worse.loc[hard & (worse.arm == "posthoc"), "test_acc"] -= 0.08
     assert analysis.finding_nonlinear_advantage(worse, TH).verdict == CONTRADICTED
     strong = study.copy()  # widened baselines 20 points better: sparse networks no longer beat them
     strong.loc[strong.widened, "test_acc"] += 0.2
     assert analysis.finding_decay_collapse(strong, TH).verdict == CONTRADICTED
-    early = study.copy()  # the late start 5 points worse: linearizing late costs more
-    early.loc[hard & (early.arm == "late"), "test_acc"] -= 0.05
+    early = study.copy()  # the late start 8 points worse: linearizing late costs more
+    early.loc[hard & (early.arm == "late"), "test_acc"] -= 0.08
     assert analysis.finding_early_late(early, TH).verdict == CONTRADICTED
 
 
@@ -165,13 +165,23 @@ def test_intervals_combine_seeds_and_the_test_set():
     th = dataclasses.replace(TH, confidence=0.95)
     one = analysis.interval([0.02], 0.01, th)  # one seed: the test set's SE alone
     assert one.lo == pytest.approx(0.02 - 1.96 * 0.01, abs=1e-4) and one.above(0.0) == SUPPORTED
-    spread = analysis.interval([0.0, 0.04], 0.0, th)  # two seeds: the bootstrap spread
+    spread = analysis.interval([0.0, 0.04], 0.0, th)  # two seeds: Student's t at 1 degree of freedom
     assert spread.lo < 0.02 < spread.hi and spread.above(0.0) == INCONCLUSIVE
-    assert analysis.interval([-0.05, -0.04], 0.001, th).above(0.0) == CONTRADICTED
+    assert analysis.interval([-0.05, -0.04, -0.045], 0.001, th).above(0.0) == CONTRADICTED
     assert analysis.interval([0.001, -0.001], 0.001, th).within(0.01) == SUPPORTED
     assert analysis.binomial_se(0.9, 10_000) == pytest.approx(0.003)
     # One seed and no test-set error (a slope, a core APL): nothing to decide with.
     assert analysis.interval([0.5], 0.0, th).above(0.0) == INCONCLUSIVE
+
+
+def test_two_seeds_use_students_t_at_one_degree_of_freedom():
+    """0.1 and 0.3: mean 0.2, sd 0.1414, sd/√2 = 0.1; t(0.975, 1) = 12.706, so 0.2 ± 1.2706."""
+    iv = analysis.interval([0.1, 0.3], 0.0, dataclasses.replace(TH, confidence=0.95))
+    assert (iv.mean, iv.lo, iv.hi, iv.seeds) == (pytest.approx(0.2), pytest.approx(0.2 - 1.2706, abs=1e-4),
+                                                 pytest.approx(0.2 + 1.2706, abs=1e-4), 2)
+    # with a test-set SE: the two half-widths add in quadrature, the SE at the normal quantile
+    both = analysis.interval([0.1, 0.3], 0.01, dataclasses.replace(TH, confidence=0.95))
+    assert both.hi - 0.2 == pytest.approx(np.hypot(1.2706, 1.96 * 0.01), abs=1e-4)
 
 
 def test_collapse_tolerance_is_never_below_two_standard_errors(study):

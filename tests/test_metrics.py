@@ -32,10 +32,12 @@ def test_metrics_hold_every_verdict_and_the_numbers_behind_it(study, tmp_path):
         assert m["collapse_onset"][d]["fraction_of_dense_apl"] == pytest.approx(
             onset.apl / analysis.dense_apl(sub), rel=1e-5)
         # the interval that decides the nonlinear advantage, as the evidence states it
-        gap, _ = analysis.gap_interval(sub, plan.POSTHOC, plan.SPARSE, th)
+        gap = analysis.matched_gap(sub, plan.POSTHOC, plan.SPARSE, th).interval
         assert m["findings"]["nonlinear_advantage"][d]["posthoc_minus_sparse"] == pytest.approx(
             {"mean": gap.mean, "lo": gap.lo, "hi": gap.hi, "seeds": gap.seeds}, rel=1e-5)
         assert "collapse_steepness" in m["findings"]["slow_decay_then_collapse"][d]
+    assert len(m["checks"]) == len(analysis.checks(df, th)) and all(c["passed"] for c in m["checks"])
+    assert set(m["checks"][0]) == {"name", "dataset", "subject", "value", "threshold", "passed"}
     again = tmp_path / "again.json"
     metrics.write_metrics(study, again)
     assert again.read_bytes() == out.read_bytes()  # the same summary, the same bytes

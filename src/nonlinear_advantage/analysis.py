@@ -9,9 +9,12 @@ Pure functions of pandas frames, shared by the figures and the report. Conventio
 * seeds are averaged first: a "point" is one configuration (one λ, or one baseline depth
   and width) with the mean over its seeds.
 
-Every verdict is supported, contradicted or inconclusive, decided by intervals: a bootstrap
+Every verdict is supported, contradicted or inconclusive, decided by intervals: Student's t
 over seeds combined with the test set's binomial standard error (:func:`interval`), against
-the thresholds in :class:`Thresholds`; none is written in advance.
+the thresholds in :class:`Thresholds`; none is written in advance. A verdict is only as good as
+its evidence: :func:`checks` tests the protocol (grids span the APL range, controls match the
+dense run, the dense net beats its baselines, enough points below the onset, runs settled), and
+any failed check a finding relies on turns that part inconclusive, naming the check.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from . import plan, schemas
 from .aggregate import SUMMARY_COLUMNS
@@ -51,12 +55,12 @@ class Thresholds:
     gap_margin: float  # nonlinear advantage: post-hoc ahead by more than this
     vanish: float  # ... and |gap| at most this on the easiest dataset
     confidence: float  # coverage of every interval
-    bootstrap: int  # resamples over seeds
     collapse_ratio: float  # rapid collapse: slope below the onset >= this x the slope above
     span_high: float  # a grid of shifts reaches an APL >= this fraction of dense ...
     span_low: float  # ... and <= this fraction ...
     span_points: int  # ... with this many points in between
     late_margin: float  # early vs late: latest start ahead of from-scratch by more than this
+    settle: float  # a run has settled: |Δ nonlinear channels over its last epoch| / channels <= this
 
     @classmethod
     def from_params(cls, params: dict | None = None) -> Thresholds:
@@ -389,44 +393,97 @@ def binomial_se(acc: float, n: float) -> float:
 
 
 def interval(per_seed, se: float, th: Thresholds) -> Interval:
-    """Mean of per-seed values ± z·sqrt(bootstrap sd² + se²).
+    """Mean of n per-seed values ± sqrt((t·sd/√n)² + (z·se)²).
 
-    The bootstrap resamples the seeds (their spread: training noise); ``se`` is the test set's
-    binomial standard error of the quantity, which seeds cannot average away (one test set).
+    Two independent errors, each at its own quantile, added in quadrature. The seeds' spread
+    (training noise) is the sample sd over √n, at Student's t with n − 1 degrees of freedom: with
+    2 or 3 seeds the sd itself is uncertain, and t says by how much (a bootstrap's spread would
+    underestimate it). ``se`` is the test set's binomial standard error of the quantity, which
+    seeds cannot average away (one test set of thousands of images: the normal z is exact enough).
     """
     values = np.asarray(per_seed, float)
-    mean = float(values.mean())
-    if len(values) < 2 and se == 0:  # one seed and no test-set error to go on: no interval at all
-        return Interval(mean, -np.inf, np.inf, len(values))
-    spread = 0.0
-    if len(values) > 1:
-        draws = np.random.default_rng(0).choice(values, size=(th.bootstrap, len(values)))
-        spread = float(draws.mean(axis=1).std())
-    half = NormalDist().inv_cdf(0.5 + th.confidence / 2) * float(np.hypot(spread, se))
-    return Interval(mean, mean - half, mean + half, len(values))
+    mean, n = float(values.mean()), len(values)
+    if n < 2 and se == 0:  # one seed and no test-set error to go on: no interval at all
+        return Interval(mean, -np.inf, np.inf, n)
+    tail = 0.5 + th.confidence / 2
+    seeds = float(stats.t.ppf(tail, n - 1) * values.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+    half = float(np.hypot(seeds, NormalDist().inv_cdf(tail) * se))
+    return Interval(mean, mean - half, mean + half, n)
 
 
 def test_size(df: pd.DataFrame) -> float:
     return float(df.test_size.mean()) if "test_size" in df and len(df) else 1.0
 
 
-def gap_interval(df: pd.DataFrame, arm: str, reference: str, th: Thresholds) -> tuple[Interval | None, str]:
-    """``arm`` minus ``reference`` at matched APL (one dataset): per seed, then the interval."""
-    per_seed = []
-    for seed in sorted(set(arm_rows(df, arm).seed) & set(arm_rows(df, reference).seed)):
+@dataclass(frozen=True)
+class Gap:
+    """An arm minus a reference at matched APL, net of the arm's control, per seed and over seeds."""
+
+    per_seed: dict  # seed -> its gap (fraction)
+    missing: dict  # seed -> why it has none: such a seed makes a verdict on the gap inconclusive
+    interval: Interval | None  # over the seeds that have a gap
+    reason: str = ""  # why no seed has one
+
+    @property
+    def mean(self) -> float | None:
+        return None if self.interval is None else self.interval.mean
+
+    def why_missing(self) -> str:
+        return "; ".join(f"seed {seed}: {why}" for seed, why in self.missing.items())
+
+
+def control_difference(df: pd.DataFrame, arm: str, seed) -> tuple[float | None, str]:
+    """``arm``'s λ = 0 control minus the dense run, one seed of one dataset: what the control's own
+    training (post-hoc: P epochs more) adds. 0 where the control is the dense run itself."""
+    control = plan.ARMS[arm].control if arm in plan.ARMS else None
+    if control in (None, plan.DENSE):
+        return 0.0, ""
+    rows = df[df.seed == seed]
+    twin, dense = arm_rows(rows, control), arm_rows(rows, plan.DENSE)
+    if twin.empty or dense.empty:
+        return None, f"no {curve_label(control if twin.empty else plan.DENSE)} run"
+    return float(twin.test_acc.mean() - dense.test_acc.mean()), ""
+
+
+def matched_gap(df: pd.DataFrame, arm: str = plan.POSTHOC, reference: str = plan.SPARSE,
+                th: Thresholds | None = None) -> Gap:
+    """The nonlinear advantage of ``arm`` over ``reference`` for one dataset, as the findings and the
+    figures state it (one definition, one number).
+
+    Per seed: [arm(APL a) − control] − [reference(APL a) − dense], averaged over the matched APL
+    grid (:func:`matched_apl_gap` of that seed's runs), i.e. the matched gap less what the arm's
+    control gains over dense by its extra training alone (post-hoc: P epochs more; the late arm's
+    control is dense, so its gap is the plain one). Then the interval over seeds. Every seed of
+    ``df`` must give a value; one that cannot is in ``missing`` with the reason.
+    """
+    per_seed, missing = {}, {}
+    for seed in sorted(df.seed.unique()):
         g = matched_apl_gap(df[df.seed == seed], arm=arm, reference=reference)
-        if g.mean_gap is not None:
-            per_seed.append(g.mean_gap)
+        extra, why = control_difference(df, arm, seed)
+        if g.mean_gap is None or extra is None:
+            missing[seed] = g.reason or why
+        else:
+            per_seed[seed] = g.mean_gap - extra
     if not per_seed:
-        return None, matched_apl_gap(df, arm=arm, reference=reference).reason or "no seed has both arms"
-    return interval(per_seed, gap_se(df, arm, reference), th), ""
+        return Gap({}, missing, None, matched_apl_gap(df, arm=arm, reference=reference).reason
+                   or "no seed has both arms")
+    th = th or Thresholds.from_params()
+    return Gap(per_seed, missing, interval(list(per_seed.values()), gap_se(df, arm, reference), th))
 
 
 def gap_se(df: pd.DataFrame, arm: str, reference: str) -> float:
-    """The test set's binomial standard error of a difference of two arms' accuracies."""
+    """The test set's binomial standard error of a gap: the two arms' accuracies over their common
+    APL range (the points the gap compares), and the arm's control and dense where the gap is net of them."""
     n = test_size(df)
-    p, q = arm_rows(df, arm).test_acc.mean(), arm_rows(df, reference).test_acc.mean()
-    return float(np.hypot(binomial_se(p, n), binomial_se(q, n)))
+    rows = [arm_rows(df, arm), arm_rows(df, reference)]
+    if all(len(r) for r in rows):
+        lo, hi = max(r[APL].min() for r in rows), min(r[APL].max() for r in rows)
+        matched = [r[r[APL].between(lo - _SLACK, hi + _SLACK)] for r in rows]
+        rows = matched if all(len(r) for r in matched) else rows
+    control = plan.ARMS[arm].control if arm in plan.ARMS else None
+    rows += [arm_rows(df, control), arm_rows(df, plan.DENSE)] if control not in (None, plan.DENSE) else []
+    accs = [r.test_acc.mean() for r in rows]
+    return float(np.sqrt(sum(binomial_se(p, n) ** 2 for p in accs if not np.isnan(p))))
 
 
 def effective_tolerance(df: pd.DataFrame, th: Thresholds) -> float:
@@ -439,20 +496,21 @@ def _slope(apl: np.ndarray, acc: np.ndarray) -> float | None:
     return float(np.polyfit(apl, acc, 1)[0]) if len(apl) >= 2 and np.ptp(apl) > 0 else None
 
 
-def collapse_steepness(df: pd.DataFrame, onset_apl: float, th: Thresholds) -> tuple[Interval | None, str]:
+def collapse_steepness(df: pd.DataFrame, onset_apl: float, th: Thresholds) -> tuple[Interval | None, dict]:
     """Per seed: accuracy-per-APL slope below the onset minus ``collapse_ratio`` x the slope
-    above it (the dense run included above). Positive: the collapse is that much steeper."""
-    values = []
+    above it (the dense run included above). Positive: the collapse is that much steeper.
+    Also: each seed that has no value, with why (None: no seed has one)."""
+    values, missing = [], {}
     for seed in sorted(df.seed.unique()):
         rows = df[(df.seed == seed) & df.arm.isin([plan.SPARSE, plan.DENSE])]
         apl, acc = rows[APL].to_numpy(float), rows.test_acc.to_numpy(float)
         above = _slope(apl[apl >= onset_apl - _SLACK], acc[apl >= onset_apl - _SLACK])
         below = _slope(apl[apl <= onset_apl + _SLACK], acc[apl <= onset_apl + _SLACK])
-        if above is not None and below is not None:
+        if above is None or below is None:
+            missing[seed] = f"fewer than two points {'above' if above is None else 'below'} the onset"
+        else:
             values.append(below - th.collapse_ratio * max(above, 0.0))
-    if not values:
-        return None, "fewer than two points on a side of the onset"
-    return interval(values, 0.0, th), ""
+    return (interval(values, 0.0, th) if values else None), missing
 
 
 def grid_span(df: pd.DataFrame, th: Thresholds) -> pd.DataFrame:
@@ -481,6 +539,196 @@ def grid_span(df: pd.DataFrame, th: Thresholds) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["dataset", "arm", "start", "high", "low", "transition", "ok", "note"])
 
 
+# ---------------------------------------------------------------- checks: the protocol behind each verdict
+
+SPAN, CONTROL, DENSE_VS_BASELINE, BELOW_ONSET, SETTLED = (
+    "grid span", "control", "dense vs baseline", "points below onset", "settled")
+MIN_BELOW_ONSET = 3  # from-scratch points per seed below the onset: a slope there needs a few
+
+
+@dataclass(frozen=True)
+class Check:
+    """One test of the evidence behind a verdict; a failed one makes what rests on it inconclusive."""
+
+    name: str  # one of SPAN, CONTROL, DENSE_VS_BASELINE, BELOW_ONSET, SETTLED
+    dataset: str
+    subject: str  # what it tests: an arm's label, a baseline, a run
+    value: float | str
+    threshold: str
+    passed: bool
+    text: str  # one line with its numbers; the findings quote it when it fails
+    arm: str = ""  # the arm (plan.ARMS) it is about: how a finding picks the checks it relies on
+    start: int = 0  # grid span: the epoch at which the arm's prior switches on
+
+    def numbers(self) -> dict:
+        """For results/metrics.json."""
+        return dict(name=self.name, dataset=self.dataset, subject=self.subject, value=self.value,
+                    threshold=self.threshold, passed=self.passed)
+
+
+def controls(df: pd.DataFrame, th: Thresholds) -> pd.DataFrame:
+    """Each arm with a λ = 0 control (plan.ARMS[arm].control) against the dense run, per dataset.
+
+    Per seed of the arm, control minus dense (paired), then the interval; the control passes when
+    |mean| ≤ the collapse tolerance (:func:`effective_tolerance`): a twin without the prior that
+    drifts further from dense than that would credit (or charge) the arm with its own training.
+    Columns: dataset, arm, control, control_acc, dense_acc, diff (an Interval, None without a value),
+    tolerance, missing (seed -> why it has no value), passed.
+    """
+    rows = []
+    for d in sorted(df.dataset.unique()):
+        sub = df[df.dataset == d]
+        tol, dense = effective_tolerance(sub, th), dense_accuracy(sub)
+        for name, arm in plan.ARMS.items():
+            if arm.control is None or arm_rows(sub, name).empty:
+                continue
+            diffs, missing = [], {}
+            for seed in sorted(arm_rows(sub, name).seed.unique()):
+                diff, why = control_difference(sub, name, seed)
+                if diff is None:
+                    missing[seed] = why
+                else:
+                    diffs.append(diff)
+            twin = arm_rows(sub, arm.control).test_acc.mean()
+            se = 0.0 if arm.control == plan.DENSE else float(np.hypot(
+                binomial_se(twin, test_size(sub)), binomial_se(dense or 0.0, test_size(sub))))
+            iv = interval(diffs, se, th) if diffs else None
+            rows.append(dict(dataset=d, arm=name, control=arm.control, control_acc=twin, dense_acc=dense, diff=iv,
+                             tolerance=tol, missing=missing,
+                             passed=iv is not None and not missing and abs(iv.mean) <= tol + _SLACK))
+    return pd.DataFrame(rows, columns=["dataset", "arm", "control", "control_acc", "dense_acc", "diff", "tolerance",
+                                       "missing", "passed"])
+
+
+def _span_checks(df: pd.DataFrame, th: Thresholds) -> list[Check]:
+    threshold = f"≥ {th.span_high:.0%} and ≤ {th.span_low:.0%} of dense APL, ≥ {th.span_points} between"
+    return [Check(SPAN, r.dataset, curve_label(r.arm, r.start), f"{r.high:.0%} to {r.low:.0%}, {r.transition} between",
+                  threshold, bool(r.ok), f"{r.dataset} {curve_label(r.arm, r.start)} grid: {r.note}", r.arm,
+                  int(r.start)) for r in grid_span(df, th).itertuples()]
+
+
+def _control_checks(df: pd.DataFrame, th: Thresholds) -> list[Check]:
+    out = []
+    for r in controls(df, th).itertuples():
+        label, limit = curve_label(r.control), f"|control − dense| ≤ {100 * r.tolerance:.2f} pt"
+        if r.control == plan.DENSE:
+            text = (f"{r.dataset} {curve_label(r.arm)}: its control is the dense run itself (a late run with no "
+                    "prior continues the dense state: it is the dense run), difference 0 by construction")
+            out.append(Check(CONTROL, r.dataset, f"{curve_label(r.arm)}: dense", 0.0, limit, True, text, r.arm))
+        elif r.missing:
+            why = "; ".join(f"seed {seed}: {why}" for seed, why in r.missing.items())
+            out.append(Check(CONTROL, r.dataset, label, "no value", limit, False,
+                             f"{r.dataset} {label} − dense not measurable ({why})", r.arm))
+        else:
+            where = "within" if r.passed else "beyond"
+            out.append(Check(CONTROL, r.dataset, label, r.diff.mean, limit, bool(r.passed),
+                             f"{r.dataset} {label} − dense {r.diff.pt()}, {where} ±{100 * r.tolerance:.2f} pt", r.arm))
+    return out
+
+
+def baseline_name(b) -> str:
+    """A baseline configuration (arch, depth, widened) as checks and evidence name it."""
+    return f"{b.arch}-{b.depth} ({'widened' if b.widened else 'own width'})"
+
+
+def _baseline_rows(sub: pd.DataFrame, b) -> pd.DataFrame:
+    return sub[sub.arm.isin(BASELINE_ARMS) & (sub.arch == b.arch) & (sub.depth == b.depth) & (sub.width == b.width)
+               & (sub.widened == b.widened)]
+
+
+def _baseline_checks(df: pd.DataFrame, th: Thresholds) -> list[Check]:
+    """The dense full net at least as good as each baseline: otherwise beating that baseline says
+    nothing of sparsity (the full net itself is the weaker one)."""
+    out = []
+    for d in sorted(df.dataset.unique()):
+        sub = df[df.dataset == d]
+        dense = arm_rows(sub, plan.DENSE).groupby("seed").test_acc.mean()
+        if dense.empty:
+            continue
+        for b in baseline_points(sub).itertuples():
+            base = _baseline_rows(sub, b).groupby("seed").test_acc.mean()
+            seeds = sorted(set(dense.index) | set(base.index))
+            missing = [s for s in seeds if s not in dense.index or s not in base.index]
+            paired = [dense[s] - base[s] for s in seeds if s not in missing]
+            name, threshold = baseline_name(b), "dense − baseline ≥ 0"
+            arm = _baseline_rows(sub, b).arm.iloc[0]
+            if missing or not paired:
+                out.append(Check(DENSE_VS_BASELINE, d, name, "no value", threshold, False,
+                                 f"{d} dense − {name}: seed(s) {', '.join(map(str, missing))} lack a dense or a "
+                                 "baseline run", arm))
+                continue
+            n = test_size(sub)
+            iv = interval(paired, float(np.hypot(binomial_se(dense.mean(), n), binomial_se(b.acc, n))), th)
+            ok = iv.mean >= -_SLACK
+            out.append(Check(DENSE_VS_BASELINE, d, name, iv.mean, threshold, ok,
+                             f"{d} dense − {name} {iv.pt()}" + ("" if ok else ", below 0"), arm))
+    return out
+
+
+def _onset_checks(df: pd.DataFrame, th: Thresholds) -> list[Check]:
+    """Every seed with enough from-scratch points below the onset for the collapse's slope."""
+    out, threshold = [], f"≥ {MIN_BELOW_ONSET} per seed"
+    for d in sorted(df.dataset.unique()):
+        sub = df[df.dataset == d]
+        sparse = arm_rows(sub, plan.SPARSE)
+        if sparse.empty:
+            continue
+        label = curve_label(plan.SPARSE)
+        onset = collapse_onset(sub, effective_tolerance(sub, th))
+        if onset.apl is None:
+            out.append(Check(BELOW_ONSET, d, label, "no onset", threshold, False,
+                             f"{d}: no collapse onset ({onset.reason})", plan.SPARSE))
+            continue
+        counts = {seed: int((sparse[sparse.seed == seed][APL] < onset.apl - _SLACK).sum())
+                  for seed in sorted(sub.seed.unique())}
+        worst = min(counts, key=counts.get)
+        ok = counts[worst] >= MIN_BELOW_ONSET
+        out.append(Check(BELOW_ONSET, d, label, counts[worst], threshold, ok,
+                         f"{d}: seed {worst} has {counts[worst]} from-scratch point(s) below the onset (APL "
+                         f"{onset.apl:.2f})" + ("" if ok else f", fewer than {MIN_BELOW_ONSET}"), plan.SPARSE))
+    return out
+
+
+def _settled_checks(df: pd.DataFrame, th: Thresholds) -> list[Check]:
+    """Per dataset and arm, its worst run: a run still switching channels at its end is no point on a
+    curve of the prior's equilibrium."""
+    out, threshold = [], f"|Δ nonlinear| / channels ≤ {th.settle:.0%}"
+    for d in sorted(df.dataset.unique()):
+        sub = df[df.dataset == d]
+        for arm in sorted(sub.arm.unique(), key=lambda a: (arm_order(a), a)):
+            rows, label = arm_rows(sub, arm), curve_label(arm)
+            if "nonlinear_change" not in rows:
+                out.append(Check(SETTLED, d, label, "no value", threshold, False,
+                                 f"{d} {label}: no nonlinear_change column: rerun aggregate", arm))
+                continue
+            frac = rows.nonlinear_change.abs() / rows.total_channels
+            if frac.isna().any():
+                run = rows.run[frac.isna()].iloc[0]
+                out.append(Check(SETTLED, d, label, "no value", threshold, False,
+                                 f"{d} {label}: run {run} has no nonlinear_change (fewer than two epochs?)", arm))
+                continue
+            worst = rows.loc[frac.idxmax()]
+            ok = frac.max() <= th.settle + _SLACK
+            out.append(Check(SETTLED, d, label, float(frac.max()), threshold, bool(ok),
+                             f"{d} {label}: worst run {worst.run} changed {worst.nonlinear_change:+.0f} of "
+                             f"{worst.total_channels:.0f} nonlinear channels over its last epoch ({frac.max():.1%}, "
+                             f"{'within' if ok else 'beyond'} {th.settle:.0%})", arm))
+    return out
+
+
+def checks(df: pd.DataFrame, th: Thresholds) -> list[Check]:
+    """Every check of the study: grid span, controls, dense vs baselines, points below the onset, runs
+    settled (in that order, by dataset within each)."""
+    return (_span_checks(df, th) + _control_checks(df, th) + _baseline_checks(df, th) + _onset_checks(df, th)
+            + _settled_checks(df, th))
+
+
+def relied(gates: list[Check], dataset: str, *wants: tuple) -> list[Check]:
+    """The checks of ``dataset`` that match any of ``wants``: (name, arm) or (name, arm, start)."""
+    return [c for c in gates if c.dataset == dataset
+            and any(c.name == w[0] and c.arm == w[1] and (len(w) < 3 or c.start == w[2]) for w in wants)]
+
+
 def combine(verdicts: list[str]) -> str:
     """All parts supported: supported; any part contradicted: contradicted; else inconclusive."""
     if verdicts and all(v == SUPPORTED for v in verdicts):
@@ -500,9 +748,24 @@ class Finding:
     verdict: str = INCONCLUSIVE
     evidence: list[str] = field(default_factory=list)
     numbers: dict = field(default_factory=dict)  # the values behind the verdict, by name (results/metrics.json)
+    checks: list[Check] = field(default_factory=list)  # the checks it relies on, passed or not
 
     def record(self, dataset: str, name: str, value) -> None:
         self.numbers.setdefault(dataset, {})[name] = value.numbers() if isinstance(value, Interval) else value
+
+    def gate(self, checks_: list[Check]) -> bool:
+        """Rely on ``checks_``: whether all pass; each failed one goes into the evidence and the numbers."""
+        for c in checks_:
+            if c not in self.checks:
+                self.checks.append(c)
+                if not c.passed:
+                    self.numbers.setdefault("failed_checks", []).append(c.numbers())
+                    self.evidence.append(f"inconclusive: {c.name} failed: {c.text}")
+        return all(c.passed for c in checks_)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
 
 
 def _pct(x: float | None) -> str:
@@ -511,6 +774,10 @@ def _pct(x: float | None) -> str:
 
 def _num(x: float | None) -> str:
     return "n/a" if x is None or np.isnan(x) else f"{x:.2f}"
+
+
+def _seeds(missing: dict) -> str:
+    return "; ".join(f"seed {seed}: {why}" for seed, why in missing.items())
 
 
 def ranked_datasets(df: pd.DataFrame, th: Thresholds) -> tuple[list[str], str]:
@@ -526,7 +793,16 @@ def ranked_datasets(df: pd.DataFrame, th: Thresholds) -> tuple[list[str], str]:
     return ranked, SUPPORTED if ordered and len(ranked) >= 2 else INCONCLUSIVE
 
 
-def finding_core_networks(df: pd.DataFrame, th: Thresholds) -> Finding:
+def _sparse_gates(gates: list[Check], d: str, *arms) -> list[Check]:
+    """Grid span and settled of the from-scratch arm and ``arms`` (name, or (name, start))."""
+    wants = [(SPAN, plan.SPARSE, 0), (SETTLED, plan.SPARSE)]
+    for arm in arms:
+        name, start = arm if isinstance(arm, tuple) else (arm, 0)
+        wants += [(SPAN, name, start), (SETTLED, name)]
+    return relied(gates, d, *wants)
+
+
+def finding_core_networks(df: pd.DataFrame, th: Thresholds, gates: list[Check] | None = None) -> Finding:
     f = Finding(
         1, "Core networks",
         "The channels that stay nonlinear form structures of nearly constant effective depth "
@@ -536,8 +812,9 @@ def finding_core_networks(df: pd.DataFrame, th: Thresholds) -> Finding:
         f"{th.plateau:.0%} of their median, with at most {th.core_max_fraction:.0%} of the channels "
         "nonlinear (contradicted: enough λ above the onset and none form one); and, on datasets whose "
         "dense errors' intervals are ordered, a larger core APL on the harder task (interval of the "
-        "difference over seeds above 0).",
+        "difference over seeds above 0). Relies on: grid span and settled of the from-scratch arm.",
     )
+    gates = checks(df, th) if gates is None else gates
     parts, cores = [], {}
     ranked, certain = ranked_datasets(df, th)
     for d in ranked:
@@ -546,18 +823,20 @@ def finding_core_networks(df: pd.DataFrame, th: Thresholds) -> Finding:
         above = sub if onset.apl is None else sub[(sub.arm != plan.SPARSE) | (sub[APL] >= onset.apl - _SLACK)]
         p = core_plateau(above, th)
         n_above = arm_curve(above, plan.SPARSE).lam.gt(0).sum()
+        trusted = f.gate(_sparse_gates(gates, d))
         if p.found:
-            parts.append(SUPPORTED)
+            parts.append(SUPPORTED if trusted else INCONCLUSIVE)
             lams = arm_curve(above, plan.SPARSE).lam
             lams = lams[(lams >= p.lam_lo) & (lams <= p.lam_hi)]
             core = above[(above.arm == plan.SPARSE) & above.lam.isin(lams)]
-            cores[d] = core.groupby("seed")[APL].median()
+            if trusted:
+                cores[d] = core.groupby("seed")[APL].median()
             f.numbers.setdefault(d, {}).update(core_apl=p.apl, core_width=p.width, core_fraction=p.fraction)
             f.evidence.append(f"{d}: plateau over λ {p.lam_lo:g}–{p.lam_hi:g} ({p.points} values above the "
                               f"onset), core APL {_num(p.apl)}, {p.width:.0f} nonlinear channels "
                               f"({p.fraction:.0%} of all).")
         else:
-            parts.append(CONTRADICTED if n_above >= th.plateau_min_points else INCONCLUSIVE)
+            parts.append(CONTRADICTED if trusted and n_above >= th.plateau_min_points else INCONCLUSIVE)
             f.evidence.append(f"{d}: no plateau among the {n_above} λ above the collapse onset.")
             f.record(d, "points_above_onset", int(n_above))
     if len(cores) >= 2 and len(cores) == len(ranked):
@@ -565,8 +844,12 @@ def finding_core_networks(df: pd.DataFrame, th: Thresholds) -> Finding:
             f.evidence.append("The dense errors' intervals overlap: the datasets' difficulty order is uncertain.")
             parts.append(INCONCLUSIVE)
         for easy, hard in zip(ranked, ranked[1:], strict=False):
+            seeds = sorted(set(df[df.dataset == easy].seed) | set(df[df.dataset == hard].seed))
+            missing = {s: f"no core run on {d}" for d in (hard, easy) for s in seeds if s not in cores[d].index}
             diff = (cores[hard] - cores[easy]).dropna()
-            if diff.empty:
+            if missing:
+                f.evidence.append(f"Core APL {hard} minus {easy}: inconclusive, {_seeds(missing)}.")
+            if diff.empty or missing:
                 parts.append(INCONCLUSIVE)
                 continue
             iv = interval(diff.to_numpy(), 0.0, th)
@@ -580,54 +863,62 @@ def finding_core_networks(df: pd.DataFrame, th: Thresholds) -> Finding:
     return f
 
 
-def _decay_parts(d: str, sub: pd.DataFrame, th: Thresholds, f: Finding) -> list[str]:
+def _decay_parts(d: str, sub: pd.DataFrame, th: Thresholds, f: Finding, gates: list[Check]) -> list[str]:
     """Finding 2 on one dataset: a shallow onset, a rapid collapse, baselines beaten."""
+    trusted = f.gate(_sparse_gates(gates, d))
     tol, full = effective_tolerance(sub, th), dense_apl(sub)
     onset, parts = collapse_onset(sub, tol), []
     if onset.apl is None or full is None:
         curve = arm_curve(sub, plan.SPARSE)
         spans = full is not None and not curve.empty and curve.apl.max() >= th.span_high * full
         f.evidence.append(f"{d}: no collapse onset ({onset.reason}; tolerance {100 * tol:.2f} pt).")
-        return [CONTRADICTED if spans and onset.dense_acc is not None else INCONCLUSIVE]
+        return [CONTRADICTED if trusted and spans and onset.dense_acc is not None else INCONCLUSIVE]
     shallow = onset.apl <= th.shallow_fraction * full + _SLACK
     f.record(d, "onset_fraction_of_dense_apl", onset.apl / full)
     f.evidence.append(f"{d}: dense {_pct(onset.dense_acc)} at APL {_num(full)}; onset (tolerance "
                       f"{100 * tol:.2f} pt) at APL {_num(onset.apl)} = {onset.apl / full:.0%} of dense"
                       + (", collapses below it." if onset.collapsed else ", no collapse in the sweep."))
     parts.append(SUPPORTED if shallow else CONTRADICTED if onset.collapsed else INCONCLUSIVE)
-    steep, why = collapse_steepness(sub, onset.apl, th)
-    if steep is None:
-        f.evidence.append(f"{d}: collapse steepness not measurable ({why}).")
+    steep, missing = collapse_steepness(sub, onset.apl, th)
+    enough = f.gate(relied(gates, d, (BELOW_ONSET, plan.SPARSE)))
+    if steep is None or missing:
+        f.evidence.append(f"{d}: collapse steepness not measurable ({_seeds(missing) or 'no seeds'}).")
         parts.append(INCONCLUSIVE)
     else:
         f.evidence.append(f"{d}: slope below onset − {th.collapse_ratio:g} × slope above: "
                           f"{steep.mean:+.3f} [{steep.lo:+.3f}, {steep.hi:+.3f}] per APL.")
-        parts.append(steep.above(0.0))
+        parts.append(steep.above(0.0) if enough else INCONCLUSIVE)
         f.record(d, "collapse_steepness", steep)
-    parts += _baseline_parts(d, sub, th, f)
-    return parts
+    parts += _baseline_parts(d, sub, th, f, gates)
+    return parts if trusted else [INCONCLUSIVE for _ in parts]
 
 
-def _baseline_parts(d: str, sub: pd.DataFrame, th: Thresholds, f: Finding) -> list[str]:
+def _baseline_parts(d: str, sub: pd.DataFrame, th: Thresholds, f: Finding, gates: list[Check]) -> list[str]:
     """Sparse (interpolated at each baseline's APL) minus each baseline, per seed, with intervals."""
     parts = []
     base = baseline_comparison(sub)
     for b in base.itertuples():
         if np.isnan(b.sparse_acc):
             continue
-        rows = sub[sub.arm.isin(BASELINE_ARMS) & (sub.depth == b.depth) & (sub.width == b.width)
-                   & (sub.arch == b.arch) & (sub.widened == b.widened)]
-        per_seed = []
-        for seed, acc in rows.groupby("seed").test_acc.mean().items():
+        kind, name = "widened" if b.widened else "own width", baseline_name(b)
+        by_seed = _baseline_rows(sub, b).groupby("seed").test_acc.mean()
+        per_seed, missing = [], {}
+        for seed in sorted(sub.seed.unique()):
             curve = arm_curve(sub[sub.seed == seed], plan.SPARSE)
-            if not curve.empty and curve.apl.min() - _SLACK <= b.apl <= curve.apl.max() + _SLACK:
-                per_seed.append(float(_interp(curve, [b.apl])[0]) - acc)
-        if not per_seed:
+            if seed not in by_seed.index:
+                missing[seed] = "no baseline run"
+            elif curve.empty or not curve.apl.min() - _SLACK <= b.apl <= curve.apl.max() + _SLACK:
+                missing[seed] = f"no from-scratch runs around APL {_num(b.apl)}"
+            else:
+                per_seed.append(float(_interp(curve, [b.apl])[0]) - by_seed[seed])
+        fair = f.gate([c for c in gates if (c.name, c.dataset, c.subject) == (DENSE_VS_BASELINE, d, name)])
+        if missing:
+            f.evidence.append(f"  {d}: {name}: sparse − baseline inconclusive ({_seeds(missing)}).")
+            parts.append(INCONCLUSIVE)
             continue
         n = test_size(sub)
         iv = interval(per_seed, float(np.hypot(binomial_se(b.sparse_acc, n), binomial_se(b.acc, n))), th)
-        parts.append(iv.above(0.0))
-        kind = "widened" if b.widened else "own width"
+        parts.append(iv.above(0.0) if fair else INCONCLUSIVE)
         f.record(d, f"{plan.SPARSE}_minus_{b.arch}{b.depth}_{'wide' if b.widened else 'own'}", iv)
         f.evidence.append(f"  {d}: {b.arch}-{b.depth} ({kind}, width {b.width}, {b.params / b.full_params:.2f}× "
                           f"params) at APL {_num(b.apl)}: sparse − baseline {iv.pt()}.")
@@ -637,7 +928,7 @@ def _baseline_parts(d: str, sub: pd.DataFrame, th: Thresholds, f: Finding) -> li
     return parts
 
 
-def finding_decay_collapse(df: pd.DataFrame, th: Thresholds) -> Finding:
+def finding_decay_collapse(df: pd.DataFrame, th: Thresholds, gates: list[Check] | None = None) -> Finding:
     f = Finding(
         2, "Slow decay, then collapse",
         "Accuracy falls slowly as effective depth falls, then collapses; shallow, partially "
@@ -645,41 +936,53 @@ def finding_decay_collapse(df: pd.DataFrame, th: Thresholds) -> Finding:
         f"On every dataset: a collapse onset (accuracy within max({100 * th.tolerance:g} pt, 2 test-set SE) "
         f"of dense) at an APL of at most {th.shallow_fraction:.0%} of the dense APL; a collapse at least "
         f"{th.collapse_ratio:g}× steeper below the onset than above it (interval over seeds); and the sparse "
-        "curve above every baseline inside its APL range (interval of sparse − baseline above 0).",
+        "curve above every baseline inside its APL range (interval of sparse − baseline above 0). Relies on: "
+        "grid span and settled of the from-scratch arm, points below onset (the steepness), dense vs baseline "
+        "(each comparison).",
     )
+    gates = checks(df, th) if gates is None else gates
     parts = []
     for d in datasets_by_difficulty(df):
-        parts += _decay_parts(d, df[df.dataset == d], th, f)
+        parts += _decay_parts(d, df[df.dataset == d], th, f, gates)
     f.verdict = combine(parts)
     return f
 
 
-def finding_nonlinear_advantage(df: pd.DataFrame, th: Thresholds) -> Finding:
+def finding_nonlinear_advantage(df: pd.DataFrame, th: Thresholds, gates: list[Check] | None = None) -> Finding:
     f = Finding(
         3, "Nonlinear advantage",
         "Removing nonlinearity after training beats training with that little nonlinearity "
         "from the start; the gap depends on task difficulty and vanishes on easy tasks.",
-        "At equal training budgets, the post-hoc minus from-scratch accuracy gap at matched APL: its "
-        f"interval above {100 * th.gap_margin:g} pt on the hardest dataset, within ±{100 * th.vanish:g} pt "
-        "(or twice the test set's SE of the gap) on the easiest, and the hardest's gap minus the easiest's "
-        "above 0 (datasets ordered by dense error, the order itself certain).",
+        "The post-hoc minus from-scratch accuracy gap at matched APL, net of the post-hoc control's extra "
+        "training (per seed: [post-hoc − its λ = 0 control] − [from scratch − dense]): its interval above "
+        f"{100 * th.gap_margin:g} pt on the hardest dataset, within ±{100 * th.vanish:g} pt (or twice the test "
+        "set's SE of the gap) on the easiest, and the hardest's gap minus the easiest's above 0 (datasets "
+        "ordered by dense error, the order itself certain). Relies on: grid span and settled of the "
+        "from-scratch and post-hoc arms, the post-hoc control.",
     )
+    gates = checks(df, th) if gates is None else gates
     ranked, certain = ranked_datasets(df, th)
-    gaps, per_seed = {}, {}
+    gaps, trusted = {}, {}
     for d in ranked:
         sub = df[df.dataset == d]
-        iv, why = gap_interval(sub, plan.POSTHOC, plan.SPARSE, th)
-        gaps[d] = iv
-        f.record(d, f"{plan.POSTHOC}_minus_{plan.SPARSE}", iv)
-        f.evidence.append(f"{d} (dense error {_pct(dense_error(sub))}): " + (iv.pt() if iv else f"no gap ({why})."))
-        per_seed[d] = {s: matched_apl_gap(sub[sub.seed == s]).mean_gap for s in sorted(sub.seed.unique())}
-    if len(ranked) < 2 or any(g is None for g in gaps.values()):
+        gaps[d] = g = matched_gap(sub, plan.POSTHOC, plan.SPARSE, th)
+        trusted[d] = f.gate(_sparse_gates(gates, d, plan.POSTHOC) + relied(gates, d, (CONTROL, plan.POSTHOC)))
+        f.record(d, f"{plan.POSTHOC}_minus_{plan.SPARSE}", g.interval)
+        text = g.interval.pt() if g.interval else f"no gap ({g.reason})."
+        f.evidence.append(f"{d} (dense error {_pct(dense_error(sub))}): {text}"
+                          + (f"; inconclusive, {g.why_missing()}" if g.missing and g.interval else ""))
+    if len(ranked) < 2 or any(g.interval is None for g in gaps.values()):
         f.evidence.append("Task dependence needs two datasets with a gap each.")
         f.verdict = INCONCLUSIVE
         return f
     easy, hard = ranked[0], ranked[-1]
-    diffs = [per_seed[hard][s] - per_seed[easy][s] for s in per_seed[hard]
-             if s in per_seed[easy] and None not in (per_seed[hard][s], per_seed[easy][s])]
+
+    def judged(d: str, verdict: str) -> str:  # a failed check or a missing seed: no verdict on that dataset
+        return verdict if trusted[d] and not gaps[d].missing else INCONCLUSIVE
+
+    seeds = sorted(set(gaps[hard].per_seed) | set(gaps[easy].per_seed))
+    diffs = [gaps[hard].per_seed[s] - gaps[easy].per_seed[s] for s in seeds
+             if s in gaps[hard].per_seed and s in gaps[easy].per_seed]
     se = float(np.hypot(*(gap_se(df[df.dataset == d], plan.POSTHOC, plan.SPARSE) for d in (hard, easy))))
     grows = interval(diffs, se, th) if diffs else None
     if grows:
@@ -688,29 +991,36 @@ def finding_nonlinear_advantage(df: pd.DataFrame, th: Thresholds) -> Finding:
     # "Vanishes" within the tolerance, or twice the test set's SE of the gap where that is larger.
     vanish = max(th.vanish, 2 * gap_se(df[df.dataset == easy], plan.POSTHOC, plan.SPARSE))
     f.record(easy, "vanish_bound", vanish)
-    f.verdict = combine([gaps[hard].above(th.gap_margin), gaps[easy].within(vanish),
-                         grows.above(0.0) if grows else INCONCLUSIVE, certain])
+    both = grows.above(0.0) if grows and len(diffs) == len(seeds) else INCONCLUSIVE
+    f.verdict = combine([judged(hard, gaps[hard].interval.above(th.gap_margin)),
+                         judged(easy, gaps[easy].interval.within(vanish)),
+                         judged(easy, judged(hard, both)), certain])
     return f
 
 
-def finding_early_late(df: pd.DataFrame, th: Thresholds) -> Finding:
+def finding_early_late(df: pd.DataFrame, th: Thresholds, gates: list[Check] | None = None) -> Finding:
     f = Finding(
         4, "Early versus late",
         "Reducing nonlinearity early in training costs much more than reducing it late.",
         "At equal training budgets, on the hardest dataset, the run whose prior starts latest minus the "
-        f"from-scratch run (prior from epoch 0) at matched APL: interval above {100 * th.late_margin:g} pt.",
+        f"from-scratch run (prior from epoch 0) at matched APL: interval above {100 * th.late_margin:g} pt. "
+        "Relies on: grid span and settled of the from-scratch and late-start arms, the late-start control.",
     )
+    gates = checks(df, th) if gates is None else gates
     ranked, _ = ranked_datasets(df, th)
     verdict = INCONCLUSIVE
     for d in ranked:
         sub = df[df.dataset == d]
         late = starts(sub, plan.LATE)
         for start in late:
-            iv, why = gap_interval(from_epoch(sub, plan.LATE, start), plan.LATE, plan.SPARSE, th)
-            f.evidence.append(f"{d}: prior from epoch {start} minus from scratch: " + (iv.pt() if iv else why))
-            f.record(d, f"{plan.LATE}{start}_minus_{plan.SPARSE}", iv)
+            g = matched_gap(from_epoch(sub, plan.LATE, start), plan.LATE, plan.SPARSE, th)
+            text = g.interval.pt() if g.interval else g.reason
+            f.evidence.append(f"{d}: prior from epoch {start} minus from scratch: {text}"
+                              + (f"; inconclusive, {g.why_missing()}" if g.missing and g.interval else ""))
+            f.record(d, f"{plan.LATE}{start}_minus_{plan.SPARSE}", g.interval)
             if d == ranked[-1] and start == late[-1]:
-                verdict = iv.above(th.late_margin) if iv else INCONCLUSIVE
+                trusted = f.gate(_sparse_gates(gates, d, (plan.LATE, start)) + relied(gates, d, (CONTROL, plan.LATE)))
+                verdict = g.interval.above(th.late_margin) if g.interval and trusted and not g.missing else INCONCLUSIVE
         if not late:
             f.evidence.append(f"{d}: no late-start runs.")
     f.verdict = verdict
@@ -718,6 +1028,7 @@ def finding_early_late(df: pd.DataFrame, th: Thresholds) -> Finding:
 
 
 def findings(df: pd.DataFrame, th: Thresholds) -> list[Finding]:
-    """The four observations, each with its verdict and the numbers that decide it."""
-    return [finding_core_networks(df, th), finding_decay_collapse(df, th),
-            finding_nonlinear_advantage(df, th), finding_early_late(df, th)]
+    """The four observations, each with its verdict, the numbers that decide it and the checks it relies on."""
+    gates = checks(df, th)
+    return [finding_core_networks(df, th, gates), finding_decay_collapse(df, th, gates),
+            finding_nonlinear_advantage(df, th, gates), finding_early_late(df, th, gates)]

@@ -197,11 +197,11 @@ def nonlinear_advantage(df: pd.DataFrame) -> Figure:
             curve = analysis.arm_curve(sub, arm).sort_values("apl")
             ax.errorbar(curve.apl, curve.acc, yerr=curve.acc_std.fillna(0), fmt="o-", ms=4, capsize=2,
                         color=ARM_COLORS[arm], label=f"{analysis.curve_label(arm)}, ± sd over seeds")
-        gap = analysis.matched_apl_gap(sub)
-        if gap.mean_gap is not None:
+        gap, net = analysis.matched_apl_gap(sub), analysis.matched_gap(sub).mean  # net: the findings' number
+        if gap.mean_gap is not None and net is not None:
             ax.fill_between(gap.apl, gap.scratch, gap.posthoc, color=ARM_COLORS[plan.POSTHOC], alpha=0.15,
-                            lw=0, label=f"gap, mean {100 * gap.mean_gap:+.2f} pt")
-        gaps.append((dataset, analysis.dense_error(sub), gap.mean_gap))
+                            lw=0, label=f"gap net of its control, mean {100 * net:+.2f} pt")
+        gaps.append((dataset, analysis.dense_error(sub), net))
         ax.set(title=dataset, xlabel="normalized APL", ylabel="test accuracy")
         _legend_below(ax)
     ax = axes[len(order)]
@@ -298,8 +298,8 @@ def _onsets(df: pd.DataFrame, th: analysis.Thresholds) -> str:
 def _gaps(df: pd.DataFrame) -> str:
     gaps = []
     for d in analysis.datasets_by_difficulty(df):
-        g = analysis.matched_apl_gap(df[df.dataset == d])
-        gaps.append(f"{d}: {g.reason}" if g.mean_gap is None else f"{d}: {100 * g.mean_gap:+.2f} pt")
+        g = analysis.matched_gap(df[df.dataset == d])
+        gaps.append(f"{d}: {g.reason}" if g.mean is None else f"{d}: {100 * g.mean:+.2f} pt")
     return "; ".join(gaps)
 
 
@@ -311,8 +311,8 @@ def _late_gaps(df: pd.DataFrame, th: analysis.Thresholds) -> str:
         if not starts:
             gaps.append(f"{d}: no late-start runs")
             continue
-        iv, why = analysis.gap_interval(analysis.from_epoch(sub, plan.LATE, starts[-1]), plan.LATE, plan.SPARSE, th)
-        gaps.append(f"{d}: {iv.pt() if iv else why}")
+        g = analysis.matched_gap(analysis.from_epoch(sub, plan.LATE, starts[-1]), plan.LATE, plan.SPARSE, th)
+        gaps.append(f"{d}: {g.interval.pt() if g.interval else g.reason}")
     return "; ".join(gaps)
 
 

@@ -9,8 +9,11 @@ thresholds of params.yaml's ``analysis`` section:
 * ``collapse_onset``: per dataset, the APL, λ and accuracy of the collapse onset, the APL as a
   fraction of the dense network's, the tolerance it was found with and whether the sweep
   collapses below it (analysis.collapse_onset);
+* ``checks``: every check of analysis.checks(), each as name, dataset, subject, value, threshold
+  and passed;
 * ``findings``: per observation (a key from its title), the verdict of analysis.findings() and
-  the numbers that decide it, by dataset (intervals as mean, lo, hi, seeds).
+  the numbers that decide it, by dataset (intervals as mean, lo, hi, seeds), with the checks it
+  relies on that failed (``failed_checks``).
 
 Floats are rounded to 6 significant digits, NaN and infinite values are null, and keys are
 sorted: the same summary gives the same bytes.
@@ -60,6 +63,7 @@ def study_metrics(df, th: analysis.Thresholds) -> dict:
     return _clean({
         "dense_acc": {d: analysis.dense_accuracy(sub) for d, sub in subs.items()},
         "collapse_onset": {d: _onset(sub, th) for d, sub in subs.items()},
+        "checks": [c.numbers() for c in analysis.checks(df, th)],
         "findings": {finding_key(f.title): {"verdict": f.verdict, **f.numbers} for f in analysis.findings(df, th)},
     })
 
