@@ -168,7 +168,7 @@ def test_intervals_combine_seeds_and_the_test_set():
     spread = analysis.interval([0.0, 0.04], 0.0, th)  # two seeds: Student's t at 1 degree of freedom
     assert spread.lo < 0.02 < spread.hi and spread.above(0.0) == INCONCLUSIVE
     assert analysis.interval([-0.05, -0.04, -0.045], 0.001, th).above(0.0) == CONTRADICTED
-    assert analysis.interval([0.001, -0.001], 0.001, th).within(0.01) == SUPPORTED
+    assert analysis.interval([0.001, -0.001, 0.0], 0.001, th).within(0.01) == SUPPORTED
     assert analysis.binomial_se(0.9, 10_000) == pytest.approx(0.003)
     # One seed and no test-set error (a slope, a core APL): nothing to decide with.
     assert analysis.interval([0.5], 0.0, th).above(0.0) == INCONCLUSIVE
@@ -213,3 +213,93 @@ def test_load_summary_errors_name_the_file(tmp_path):
     frame(*DENSE).drop(columns=["apl_normalized"]).to_csv(missing, index=False)
     with pytest.raises(UserError, match="missing columns apl_normalized"):
         analysis.load_summary(missing)
+
+
+# ---------------------------------------------------------------- checks gate the verdicts
+
+
+def test_every_check_passes_on_the_synthetic_study(study):
+    failed = [c.text for c in analysis.checks(study, TH) if not c.passed]
+    assert not failed, failed
+    names = {c.name for c in analysis.checks(study, TH)}
+    assert names == {analysis.SPAN, analysis.CONTROL, analysis.DENSE_VS_BASELINE, analysis.BELOW_ONSET,
+                     analysis.SETTLED}
+
+
+def test_a_failed_control_makes_the_advantage_inconclusive(study):
+    """The post-hoc control (λ = 0 fine-tune) 5 pt below dense: its extra training is not neutral."""
+    drifted = study.copy()
+    drifted.loc[(drifted.dataset == "fashion_mnist") & (drifted.arm == "finetune"), "test_acc"] -= 0.05
+    f = analysis.finding_nonlinear_advantage(drifted, TH)
+    assert f.verdict == INCONCLUSIVE
+    failed = [c for c in f.failed if c.name == analysis.CONTROL]
+    assert [c.dataset for c in failed] == ["fashion_mnist"]
+    assert any(e.startswith("inconclusive: control failed: fashion_mnist post-hoc control (λ = 0) − dense -4.8")
+               and "beyond ±1.00 pt" in e for e in f.evidence), f.evidence
+    assert f.numbers["failed_checks"][0]["name"] == "control"
+
+
+def test_the_late_arms_control_is_the_dense_run(study):
+    late = [c for c in analysis.checks(study, TH) if c.name == analysis.CONTROL and c.arm == "late"]
+    assert len(late) == 2 and all(c.passed and c.value == 0.0 and "dense run itself" in c.text for c in late)
+
+
+def test_the_gap_is_net_of_the_controls_extra_training(study):
+    """Post-hoc and its control both 2 pt better (the extra epochs alone): the gap does not move."""
+    sub = study[study.dataset == "fashion_mnist"]
+    longer = sub.copy()
+    longer.loc[longer.arm.isin(["posthoc", "finetune"]), "test_acc"] += 0.02
+    before, after = analysis.matched_gap(sub, th=TH), analysis.matched_gap(longer, th=TH)
+    assert after.mean == pytest.approx(before.mean)
+    plain = analysis.matched_apl_gap(sub[sub.seed == 0]).mean_gap
+    extra, _ = analysis.control_difference(sub, "posthoc", 0)
+    assert before.per_seed[0] == pytest.approx(plain - extra)
+
+
+def test_a_plateau_over_a_log_spaced_grid_supports_core_networks(study):
+    """The synthetic grid is log-spaced (1e-3 … 1) and its core holds over 3 consecutive shifts past the
+    transition, with every check passing: finding 1 is supported on both datasets."""
+    lams = np.array(sorted(study[study.arm == "sparse"].lam.unique()))
+    assert np.allclose(np.diff(np.log10(lams)), 0.5, atol=0.03)  # ~3× per step
+    f = analysis.finding_core_networks(study, TH)
+    assert f.verdict == SUPPORTED and not f.failed and f.checks, f.evidence
+    for d in ("digits", "fashion_mnist"):
+        p = analysis.core_plateau(study[study.dataset == d], TH)
+        assert p.found and p.points >= 3
+
+
+def test_a_seed_without_a_value_makes_its_part_inconclusive(study):
+    """Seed 2 has no post-hoc runs on fashion_mnist: the gap is not averaged over the other two in silence."""
+    gone = study[~((study.dataset == "fashion_mnist") & (study.arm == "posthoc") & (study.seed == 2))]
+    g = analysis.matched_gap(gone[gone.dataset == "fashion_mnist"], th=TH)
+    assert set(g.per_seed) == {0, 1} and g.missing == {2: "no post-hoc runs"}
+    f = analysis.finding_nonlinear_advantage(gone, TH)
+    assert f.verdict == INCONCLUSIVE
+    assert any("seed 2: no post-hoc runs" in e for e in f.evidence), f.evidence
+
+
+def test_an_unsettled_run_makes_its_findings_inconclusive(study):
+    moving = study.copy()
+    run = "fashion_mnist/late/at0.5-shift0.03-s1"
+    assert run in set(moving.run)
+    moving.loc[moving.run == run, "nonlinear_change"] = -40  # of 344 channels: still switching off
+    f = analysis.finding_early_late(moving, TH)
+    assert f.verdict == INCONCLUSIVE
+    assert any("settled failed" in e and run in e for e in f.evidence), f.evidence
+    assert analysis.finding_core_networks(moving, TH).verdict == SUPPORTED  # it rests on the sparse arm only
+
+
+def test_without_nonlinear_change_the_settled_check_cannot_pass(study):
+    settled = [c for c in analysis.checks(study.drop(columns="nonlinear_change"), TH) if c.name == analysis.SETTLED]
+    assert settled and not any(c.passed for c in settled)
+    assert "no nonlinear_change column: rerun aggregate" in settled[0].text
+
+
+def test_a_baseline_better_than_dense_makes_only_its_comparison_inconclusive(study):
+    strong = study.copy()
+    wide7 = (strong.dataset == "digits") & (strong.depth == 7) & strong.widened
+    strong.loc[wide7, "test_acc"] = 0.99  # above dense (97.4%)
+    failed = [c for c in analysis.checks(strong, TH) if not c.passed]
+    assert [(c.name, c.subject) for c in failed] == [(analysis.DENSE_VS_BASELINE, "plain-7 (widened)")]
+    f = analysis.finding_decay_collapse(strong, TH)
+    assert f.verdict == INCONCLUSIVE and any("dense vs baseline failed" in e for e in f.evidence)
