@@ -207,3 +207,23 @@ def test_appendix_gives_compute_per_arm_from_the_benchmarks(built, tmp_path):
     total = f"{jobs * 90 // 3600}:{jobs * 90 % 3600 // 60:02d}:{jobs * 90 % 60:02d}"
     assert f"{plan.ARMS[plan.SPARSE].label} {jobs} {total} 0:01:30" in text  # arm, jobs, wall-clock, per job
     assert "No benchmark files given" in " ".join(_text(built["pdfs"][0]).split())
+
+
+@needs_poppler
+def test_checks_page_lists_every_check_and_names_a_failed_control(built, tmp_path):
+    text = " ".join(_text(built["pdfs"][0]).split())
+    n = len(analysis.checks(analysis.load_summary(built["summary"]), analysis.Thresholds.from_params()))
+    assert f"0 of {n} checks failed" in text
+    for name in ("grid span", "control", "dense vs baseline", "points below onset", "settled"):
+        assert name in text
+    assert "Controls" in text and "Checks relied on:" in text
+    df = analysis.load_summary(built["summary"])
+    df.loc[(df.dataset == "fashion_mnist") & (df.arm == plan.FINETUNE), "test_acc"] -= 0.05
+    summary = tmp_path / "summary.csv"
+    df.to_csv(summary, index=False)
+    pdf = report.build_report(summary, built["figures"], tmp_path / "failed.pdf", built["params"])
+    text = " ".join(_text(pdf).split())
+    assert "Observation 3: Nonlinear advantage — inconclusive" in text
+    assert "inconclusive: control failed: fashion_mnist post-hoc control (λ = 0) − dense" in text
+    assert "FAILED: control (fashion_mnist, post-hoc control (λ = 0))" in text
+    assert "Failed: fashion_mnist post-hoc control (λ = 0) − dense" in text and "FAIL" in text

@@ -244,8 +244,9 @@ def _title_page(df, s, *, revision, date, params_digest, summary_digest, method,
                   f"≥ {th.plateau_min_points} λ with ≤ {th.core_max_fraction:.0%} of channels nonlinear; "
                   f"shallow onset ≤ {th.shallow_fraction:.0%} of dense APL; advantage margin "
                   f"{100 * th.gap_margin:g} pt; vanishing gap ≤ {100 * th.vanish:g} pt; late-start margin "
-                  f"{100 * th.late_margin:g} pt; intervals {th.confidence:.0%} ({th.bootstrap} bootstrap "
-                  "resamples of the seeds, with the test set's binomial SE)")
+                  f"{100 * th.late_margin:g} pt; runs settled when ≤ {th.settle:.0%} of channels change over the last "
+                  f"epoch; intervals {th.confidence:.0%} (Student's t over seeds, with the test set's binomial "
+                  "SE in quadrature)")
     info = [
         ("Project", PROJECT), ("Study reproduced", escape(STUDY)), ("Git revision", revision),
         ("Date", date), ("Params digest", params_digest), ("Summary digest", summary_digest),
@@ -271,9 +272,10 @@ def _findings_page(df, s, th) -> list:
     story = [Paragraph("1. Findings", s["Heading1"]),
              Paragraph("Each verdict is computed from results/summary.csv against the thresholds on the "
                        "title page: supported when the whole interval (mean over seeds, "
-                       f"{th.confidence:.0%}: a bootstrap over seeds combined with the test set's binomial "
+                       f"{th.confidence:.0%}: Student's t over seeds combined with the test set's binomial "
                        "standard error) lies on the claimed side, contradicted when it lies on the other, "
-                       "inconclusive otherwise. The numbers that decide it follow.", s["Small"])]
+                       "inconclusive otherwise, and inconclusive wherever a check it relies on failed (the "
+                       "Checks page). The numbers that decide it follow.", s["Small"])]
     for f in analysis.findings(df, th):
         color = VERDICT_COLORS[f.verdict]
         block = [
@@ -284,8 +286,50 @@ def _findings_page(df, s, th) -> list:
         ]
         block += [Paragraph(escape(e.strip()), s["SubBullet"]) if e.startswith("  ")
                   else Paragraph(escape(e), s["Bullet"], bulletText="–") for e in f.evidence]
+        block.append(Paragraph(f"<i>Checks relied on:</i> {escape(_relied_on(f))}", s["Small"]))
         story += [KeepTogether(block), Spacer(1, 0.2 * cm)]
-    return story + _grid_span(df, s, th) + [PageBreak()]
+    return story + _grid_span(df, s, th) + [PageBreak()] + _checks_page(df, s, th)
+
+
+def _relied_on(f: analysis.Finding) -> str:
+    """The checks a finding rests on, by name, each failed one named in full."""
+    names = ", ".join(dict.fromkeys(c.name for c in f.checks)) or "none"
+    failed = [f"{c.name} ({c.dataset}, {c.subject})" for c in f.failed]
+    return f"{names}; " + (f"FAILED: {'; '.join(failed)}" if failed else "all passed")
+
+
+def _checks_page(df, s, th) -> list:
+    """Every check behind the verdicts, failed ones first, and the controls against dense."""
+    gates = sorted(analysis.checks(df, th), key=lambda c: c.passed)
+    failed = sum(not c.passed for c in gates)
+
+    def value(v) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    rows = [["check", "dataset", "subject", "value", "threshold", "result"]]
+    rows += [[c.name, c.dataset, Paragraph(escape(c.subject), s["Small"]), value(c.value),
+              Paragraph(escape(c.threshold), s["Small"]), "pass" if c.passed else "FAIL"] for c in gates]
+    table = _table(rows, widths=[2.6 * cm, 2.3 * cm, 4 * cm, 2.6 * cm, 4.2 * cm, 1.2 * cm])
+    table.setStyle(TableStyle([("TEXTCOLOR", (5, i), (5, i), colors.HexColor(VERDICT_COLORS["contradicted"]))
+                               for i, c in enumerate(gates, start=1) if not c.passed]))
+    story = [Paragraph("Checks", s["Heading1"]),
+             Paragraph(f"The protocol behind each verdict (analysis.checks): {failed} of {len(gates)} checks "
+                       "failed, listed first; a verdict resting on a failed one is inconclusive and names it.",
+                       s["Small"]), table]
+    story += [Paragraph("Failed: " + escape(c.text), s["Bullet"], bulletText="–") for c in gates if not c.passed]
+    ctl = analysis.controls(df, th)
+    rows = [["arm", "control", "dataset", "control acc %", "dense acc %", "control − dense (pt)", "tolerance",
+             "result"]]
+    rows += [[analysis.curve_label(r.arm), analysis.curve_label(r.control), r.dataset, _pct(r.control_acc),
+              _pct(r.dense_acc), Paragraph(escape(r.diff.pt() if r.diff else "no value"), s["Small"]),
+              f"±{100 * r.tolerance:.2f} pt", "pass" if r.passed else "FAIL"] for r in ctl.itertuples()]
+    story += [Paragraph("Controls", s["Heading3"]),
+              Paragraph("Each arm that starts from another run or switches the prior on late, against its "
+                        "λ = 0 twin: the twin must match the dense run within the collapse tolerance. The "
+                        "late-start arm's twin is the dense run itself.", s["Small"]),
+              _table(rows, widths=[2.6 * cm, 3 * cm, 2.2 * cm, 1.8 * cm, 1.8 * cm, 3.4 * cm, 1.6 * cm, 1 * cm]),
+              PageBreak()]
+    return story
 
 
 def _grid_span(df, s, th) -> list:
