@@ -81,9 +81,20 @@ def _write_run(root: Path, row: dict, layers: list[dict], rng: np.random.Generat
     trainer.write_metrics(run_dir, metrics)
     depth = {k: row[k] for k in ("apl_normalized", "apl_unnormalized", "eps", "nonlinear_channels",
                                  "total_channels")}
+    # At depth_eps, the channels the prior only partly linearized count as linear too; the slopes'
+    # distances from linear spread from 0 (linearized) to slope_init's 0.75. ReLU nets have none.
+    prelu = row["activation"] == "prelu"
+    linear = 1 - row["nonlinear_channels"] / row["total_channels"]
+    depth |= {"depth_eps": 0.1, "apl_normalized_eps": round(0.9 * row["apl_normalized"], 4),
+              "apl_unnormalized_eps": round(0.9 * row["apl_unnormalized"], 4),
+              "nonlinear_channels_eps": round(0.9 * row["nonlinear_channels"]) if prelu else row["nonlinear_channels"],
+              "slope_q10": (0.0 if linear > 0.1 else 0.5) if prelu else None,
+              "slope_q50": (0.0 if linear > 0.5 else 0.6) if prelu else None,
+              "slope_q90": (0.0 if linear > 0.9 else 0.72) if prelu else None}
     depths[row["run"]] = {"run": row["run"], **depth, "layers": layers}
     t = np.arange(1, EPOCHS + 1)
     rise = 1 - np.exp(-t / 1.5)
+    settle = np.minimum(1.0, t / (EPOCHS - 1))
     history = pd.DataFrame({
         "epoch": t, "lr": 0.1 * np.cos(np.pi * (t - 1) / (2 * EPOCHS)),
         "train_loss": 2.3 * np.exp(-t / 1.5) + 0.05, "val_loss": 2.3 * np.exp(-t / 1.7) + 0.1,
@@ -91,8 +102,8 @@ def _write_run(root: Path, row: dict, layers: list[dict], rng: np.random.Generat
         "val_acc": 0.1 + (row["val_acc"] - 0.1) * rise + rng.normal(0, 0.003, EPOCHS),
         "test_loss": 2.3 * np.exp(-t / 1.7) + 0.12, "test_acc": 0.1 + (row["test_acc"] - 0.1) * rise,
         "penalty": row["penalty"] * (1 + np.exp(-t)),
-        "nonlinear_channels": np.round(row["total_channels"] - (row["total_channels"]
-                                       - row["nonlinear_channels"]) * rise).astype(int),
+        "nonlinear_channels": np.round(row["total_channels"] - (row["total_channels"]  # settled: the last
+                                       - row["nonlinear_channels"]) * settle).astype(int),  # two epochs agree
         "total_channels": row["total_channels"], "apl_normalized": row["apl_normalized"],
         "apl_unnormalized": row["apl_unnormalized"], "wall_time_s": row["wall_time_s"] * t / EPOCHS,
     })

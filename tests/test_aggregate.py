@@ -16,7 +16,8 @@ TINY = yaml.safe_load((Path(__file__).parent / "fixtures" / "tiny_params.yaml").
 
 
 DEPTH = {"nonlinear_channels": 3, "total_channels": 8, "apl_normalized": 2.5, "apl_unnormalized": 4.0, "eps": 0.0,
-         "layers": []}
+         "depth_eps": 0.1, "apl_normalized_eps": 2.0, "apl_unnormalized_eps": 3.5, "nonlinear_channels_eps": 2,
+         "slope_q10": 0.0, "slope_q50": 0.25, "slope_q90": 0.75, "layers": []}
 
 
 def write_depths(path, names) -> Path:
@@ -151,3 +152,35 @@ def test_plot_files_hold_a_series_per_arm(tmp_path):
     # epochs since initialization: the post-hoc run's one epoch is the budget's second
     assert curves[("1", "pretrain")] == (pytest.approx(0.6), 1) and curves[("2", "posthoc")] == (pytest.approx(0.6), 1)
     assert ("1", "posthoc") not in curves and curves[("2", "dense")] == (pytest.approx(0.5), 1)
+
+
+def test_depth_beyond_zeros_slopes_and_nonlinear_change(tmp_path):
+    """The *_eps and slope columns come from the depth file (empty for a ReLU net), the change of
+    the nonlinear count from the history's last two epochs (empty for a one-epoch history)."""
+    names = ["digits/dense/s0", "digits/sparse/shift0.2-s0", "digits/sparse/shift1.5-s0", "digits/baseline/d8-own-s0"]
+    dirs = [make_run(tmp_path / "runs", n) for n in names]
+    (dirs[0] / "history.csv").write_text("epoch,nonlinear_channels\n1,8\n2,8\n3,8\n")
+    (dirs[1] / "history.csv").write_text("epoch,nonlinear_channels\n1,8\n2,6\n3,5\n")
+    (dirs[2] / "history.csv").write_text("epoch,nonlinear_channels\n1,4\n")
+    depth = tmp_path / "depth.json"
+    measure.write_depth(depth, {n: {"run": n, **DEPTH} for n in names[:3]} | {
+        names[3]: {"run": names[3], **DEPTH, "slope_q10": None, "slope_q50": None, "slope_q90": None}})
+    out = tmp_path / "summary.csv"
+    aggregate.aggregate(dirs, out, depth)
+    rows = {r["run"]: r for r in csv.DictReader(out.open())}
+    assert [rows[n]["nonlinear_change"] for n in names] == ["0", "-1", "", ""]  # the baseline's history has no count
+    sparse, relu = rows[names[1]], rows[names[3]]
+    assert (sparse["depth_eps"], sparse["apl_normalized_eps"], sparse["nonlinear_channels_eps"]) == ("0.1", "2.0", "2")
+    assert [sparse[f"slope_q{q}"] for q in (10, 50, 90)] == ["0.0", "0.25", "0.75"]
+    assert [relu[f"slope_q{q}"] for q in (10, 50, 90)] == ["", "", ""]
+    first = out.read_bytes()
+    aggregate.aggregate(dirs[::-1], out, depth)
+    assert out.read_bytes() == first
+
+
+def test_an_old_depth_file_asks_to_measure_again(tmp_path):
+    run = make_run(tmp_path, "digits/dense/s0")
+    old = {k: v for k, v in DEPTH.items() if not k.endswith("_eps") and not k.startswith("slope_")}
+    measure.write_depth(tmp_path / "depth.json", {"digits/dense/s0": {"run": "digits/dense/s0", **old}})
+    with pytest.raises(UserError, match="missing keys depth_eps, apl_normalized_eps"):
+        aggregate.aggregate([run], tmp_path / "summary.csv", tmp_path / "depth.json")

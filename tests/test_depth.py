@@ -2,6 +2,7 @@
 
 import random
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -63,6 +64,32 @@ def test_eps_decides_which_slopes_count():
     x = torch.randn(1, 2)
     assert average_path_length(model, x, eps=0.0) == pytest.approx(1.0)
     assert average_path_length(model, x, eps=0.05) == pytest.approx(0.5)
+
+
+def test_second_threshold_and_slope_quantiles():
+    """Known slopes: |1 - a| of 0, 0.05, 0.3, 0.9 over 2 + 2 channels of a plain chain."""
+    model = nn.Sequential(nn.Linear(2, 2), _prelu([1.0, 0.95]), nn.Linear(2, 2), _prelu([0.7, 0.1]),
+                          nn.Linear(2, 1))
+    summary = depth_summary(model, torch.randn(1, 2), eps=0.0, depth_eps=0.1)
+    assert summary["apl_normalized"] == pytest.approx(1 / 2 + 2 / 2) and summary["nonlinear_channels"] == 3
+    # at |1 - a| > 0.1 the 0.95 slope is linear too: layer 1 has no nonlinear channel left
+    assert summary["depth_eps"] == 0.1 and summary["nonlinear_channels_eps"] == 2
+    assert summary["apl_normalized_eps"] == pytest.approx(2 / 2)
+    assert summary["apl_unnormalized_eps"] == pytest.approx(2 / 2)
+    # linear interpolation over the sorted distances (0, 0.05, 0.3, 0.9), as numpy's default
+    distances = [0.0, 0.05, 0.3, 0.9]
+    assert [summary[f"slope_q{q}"] for q in (10, 50, 90)] == pytest.approx(
+        [float(np.quantile(distances, q / 100)) for q in (10, 50, 90)], abs=1e-7)
+    assert summary["slope_q50"] == pytest.approx(0.175, abs=1e-7)
+    assert "depth_eps" not in depth_summary(model, torch.randn(1, 2))  # one pass unless asked
+
+
+def test_a_relu_net_has_no_slope_quantiles():
+    model = build_model("resnet", depth=8, width=4, in_channels=1, num_classes=10, activation="relu")
+    summary = depth_summary(model, torch.randn(1, 1, 8, 8), depth_eps=0.1)
+    assert {summary[f"slope_q{q}"] for q in (10, 50, 90)} == {None}
+    assert summary["nonlinear_channels_eps"] == summary["nonlinear_channels"] == summary["total_channels"]
+    assert summary["apl_normalized_eps"] == summary["apl_normalized"]
 
 
 def test_relu_resnet_closed_form():

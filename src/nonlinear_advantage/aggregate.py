@@ -29,16 +29,20 @@ from .errors import UserError
 SUMMARY_COLUMNS = (
     "run", "dataset", "arm", "arch", "depth", "width", "activation", "widened", "lam", "seed",
     "params", "test_acc", "val_acc", "train_acc", "test_loss", "penalty", "nonlinear_channels",
-    "total_channels", "apl_normalized", "apl_unnormalized", "eps", "epochs", "budget_epochs",
-    "prior_start_epoch", "max_prior_shift", "test_size",
+    "total_channels", "apl_normalized", "apl_unnormalized", "eps", "depth_eps", "apl_normalized_eps",
+    "apl_unnormalized_eps", "nonlinear_channels_eps", "slope_q10", "slope_q50", "slope_q90", "nonlinear_change",
+    "epochs", "budget_epochs", "prior_start_epoch", "max_prior_shift", "test_size",
 )  # fmt: skip
+# Not applicable (a ReLU net's slope quantiles, the change of a one-epoch run) is an empty cell.
 # No timings here (they stay in each metrics.json): the same runs give the same summary bytes
 # wherever they ran, so a cluster run can be checked against a local one.
 CURVE_KEYS = ("run", "dataset", "arm", "lam", "seed")
 PLOT_X = {"accuracy": "apl_normalized", "curves": "epoch"}  # dvc.yaml's x of each kind of plot file
 FROM_METRICS = ("params", "test_acc", "val_acc", "train_acc", "test_loss", "penalty", "epochs", "budget_epochs",
                 "prior_start_epoch", "max_prior_shift", "test_size")
-FROM_DEPTH = ("nonlinear_channels", "total_channels", "apl_normalized", "apl_unnormalized", "eps")
+FROM_DEPTH = ("nonlinear_channels", "total_channels", "apl_normalized", "apl_unnormalized", "eps", "depth_eps",
+              "apl_normalized_eps", "apl_unnormalized_eps", "nonlinear_channels_eps", "slope_q10", "slope_q50",
+              "slope_q90")
 
 
 def _read(run_dir: Path, name: str):
@@ -50,6 +54,23 @@ def _read(run_dir: Path, name: str):
         raise UserError(f"run {run_dir}: {name} is missing (has it been trained and measured?)") from None
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise UserError(f"run {run_dir}: {name} cannot be read: {exc}") from None
+
+
+def _history(run_dir: Path, run: str) -> list[dict]:
+    path = run_dir / "history.csv"
+    if not path.exists():
+        raise UserError(f"run {run}: history.csv is missing")
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def nonlinear_change(history: list[dict]) -> int | None:
+    """Nonlinear channels at the last epoch less those at the one before: 0 when the count has
+    settled. None (an empty cell) for a one-epoch history or one without the count."""
+    counts = [r.get("nonlinear_channels") for r in history[-2:]]
+    if len(counts) < 2 or any(c in (None, "") for c in counts):
+        return None
+    return int(float(counts[1])) - int(float(counts[0]))
 
 
 def summary_row(run_dir: Path, depths: dict[str, dict], entry: plan.Run | None = None) -> dict:
@@ -72,6 +93,7 @@ def summary_row(run_dir: Path, depths: dict[str, dict], entry: plan.Run | None =
         "widened": fields.get("kind") == "wide", "lam": config["lam"], "seed": config["seed"],
     }  # fmt: skip
     row |= {k: metrics[k] for k in FROM_METRICS} | {k: depth[k] for k in FROM_DEPTH}
+    row["nonlinear_change"] = nonlinear_change(_history(run_dir, trained))
     return {k: row[k] for k in SUMMARY_COLUMNS}
 
 
@@ -83,11 +105,7 @@ def _order(row: dict):
 
 
 def curve_rows(run_dir: Path, row: dict) -> list[dict]:
-    path = run_dir / "history.csv"
-    if not path.exists():
-        raise UserError(f"run {row['run']}: history.csv is missing")
-    with path.open(newline="") as f:
-        return [{k: row[k] for k in CURVE_KEYS} | r for r in csv.DictReader(f)]
+    return [{k: row[k] for k in CURVE_KEYS} | r for r in _history(run_dir, row["run"])]
 
 
 def plot_series() -> tuple[str, ...]:

@@ -61,6 +61,7 @@ class Thresholds:
     span_points: int  # ... with this many points in between
     late_margin: float  # early vs late: latest start ahead of from-scratch by more than this
     settle: float  # a run has settled: |Δ nonlinear channels over its last epoch| / channels <= this
+    depth_eps: float  # measure: the second threshold of the summary's *_eps columns (no verdict reads it)
 
     @classmethod
     def from_params(cls, params: dict | None = None) -> Thresholds:

@@ -27,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .prelu import SparsePReLU
+from .prelu import SparsePReLU, sparse_prelus
 
+SLOPE_QUANTILES = (0.1, 0.5, 0.9)  # of |1 - a| over a net's PReLU channels: summary's slope_q10, _q50, _q90
 MIXING_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 ADD_OPS = {operator.add, operator.iadd, torch.add, "add", "add_"}
 RELU_FUNCS = {F.relu, torch.relu, "relu", "relu_"}
@@ -228,13 +229,39 @@ def layer_profile(model: nn.Module, example_input: torch.Tensor, eps: float = 0.
     return [dict(index=i, **vars(r)) for i, r in enumerate(rows)]
 
 
-def depth_summary(model: nn.Module, example_input: torch.Tensor, eps: float = 0.0) -> dict:
-    """Both APLs and the per-layer profile from one pass."""
+def slope_distances(model: nn.Module) -> torch.Tensor:
+    """|1 - a_c| of every PReLU channel (float64; empty for a ReLU net): how far each is from
+    linear, which the exact-zero count hides for channels the prior only partly linearized."""
+    slopes = [(1 - m.slope.detach().double()).abs().flatten().cpu() for m in sparse_prelus(model)]
+    return torch.cat(slopes) if slopes else torch.zeros(0, dtype=torch.float64)
+
+
+def slope_quantiles(model: nn.Module, quantiles=SLOPE_QUANTILES) -> dict[str, float | None]:
+    """``slope_q10`` ... : quantiles of |1 - a| (linear interpolation); None for a net without PReLUs."""
+    distances = slope_distances(model)
+    return {f"slope_q{round(100 * q)}": float(torch.quantile(distances, q)) if distances.numel() else None
+            for q in quantiles}
+
+
+def depth_summary(model: nn.Module, example_input: torch.Tensor, eps: float = 0.0,
+                  depth_eps: float | None = None) -> dict:
+    """Both APLs and the per-layer profile from one pass; with ``depth_eps``, also both APLs and
+    the nonlinear count at that second threshold (``*_eps``: depth beyond exact zeros) and the
+    slope quantiles."""
     out, rows = _flow_through(model, example_input, eps)
-    return {
+    summary = {
         "apl_normalized": float(out.hits.sum() / out.mass.sum()),
         "apl_unnormalized": float(out.units.sum() / out.paths.sum()),
         "nonlinear_channels": sum(r.nonlinear for r in rows),
         "total_channels": sum(r.width for r in rows),
-        "layers": [dict(index=i, **vars(r)) for i, r in enumerate(rows)],
     }
+    if depth_eps is not None:
+        out_eps, rows_eps = _flow_through(model, example_input, depth_eps)
+        summary |= {
+            "depth_eps": depth_eps,
+            "apl_normalized_eps": float(out_eps.hits.sum() / out_eps.mass.sum()),
+            "apl_unnormalized_eps": float(out_eps.units.sum() / out_eps.paths.sum()),
+            "nonlinear_channels_eps": sum(r.nonlinear for r in rows_eps),
+            **slope_quantiles(model),
+        }
+    return summary | {"layers": [dict(index=i, **vars(r)) for i, r in enumerate(rows)]}

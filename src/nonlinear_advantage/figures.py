@@ -33,24 +33,32 @@ STYLE = {
     "figure.dpi": 100, "savefig.dpi": 150,
 }
 ARM_COLORS = {plan.SPARSE: "C0", plan.POSTHOC: "C3", plan.DENSE: "k", plan.BASELINE: "C2"}
-PDF_METADATA = {"CreationDate": None, "Creator": "nonlinear-advantage"}
+# Fixed metadata, so the same inputs give the same bytes; each writer knows its own keys.
+METADATA = {"pdf": {"CreationDate": None, "Creator": "nonlinear-advantage"},
+            "svg": {"Date": None, "Creator": "nonlinear-advantage"},
+            "png": {"Software": "nonlinear-advantage"}}
+# report.py's frame (A4 less 2 cm margins, at most 11 cm high): drawn at that size, a figure fills
+# the page's width at print size, its fonts as set in STYLE.
+PAGE_WIDTH_IN = 17 / 2.54
+PAGE_HEIGHT_IN = 11 / 2.54
+CLIP_MARKER, CLIP_SYMBOL = "v", "▼"  # a point below the accuracy axis, drawn at its lower edge (and in text)
 
 
 def _render(fig: Figure, stem: str, formats: list[str]) -> dict[str, bytes]:
     """A figure's files, name -> bytes: drawn in memory, so that the set is written at once."""
     files = {}
     for fmt in formats:
-        metadata = PDF_METADATA if fmt == "pdf" else {"Software": "nonlinear-advantage"}
         buffer = io.BytesIO()
-        fig.savefig(buffer, format=fmt, metadata=metadata, bbox_inches="tight")
+        fig.savefig(buffer, format=fmt, metadata=METADATA[fmt], bbox_inches="tight")
         files[f"{stem}.{fmt}"] = buffer.getvalue()
     return files
 
 
-def _grid(n: int, width: float = 3.4, height: float = 2.9, extra: int = 0) -> tuple[Figure, list]:
+def _grid(n: int, height: float = 2.9, extra: int = 0) -> tuple[Figure, list]:
+    """Panels of ``height`` inches, up to 3 a row across the page's width."""
     cols = min(3, n + extra)
     rows = -(-(n + extra) // cols)
-    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    fig = Figure(figsize=(PAGE_WIDTH_IN, height * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
     for ax in axes[n + extra:]:
         ax.set_visible(False)
@@ -65,9 +73,75 @@ def run_dir(runs: Path, run: str) -> Path:
     return runs / run
 
 
-def _legend_below(ax) -> None:
-    """The legend under the axes, where it cannot hide a point."""
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+def _legend_below(ax, ncol: int = 1, below: float = 0.2) -> None:
+    """The legend under the axes (``below``: in axes heights, under the x label), where it cannot hide a point."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -below), frameon=False, ncol=ncol, columnspacing=1.0,
+              handlelength=1.6)
+
+
+# ---------------------------------------------------------------- the accuracy axis
+
+
+def _prior_curves(sub: pd.DataFrame) -> list[tuple[str, int, pd.DataFrame]]:
+    """(arm, start, curve) for every arm under the prior and every epoch its prior switches on."""
+    return [(arm, start, analysis.arm_curve(analysis.from_epoch(sub, arm, start), arm).sort_values("apl"))
+            for arm, spec in plan.ARMS.items() if spec.prior for start in analysis.starts(sub, arm)]
+
+
+def _plotted_accuracies(sub: pd.DataFrame) -> np.ndarray:
+    """Every accuracy an accuracy axis of ``sub`` may show: the prior arms' points, dense, baselines."""
+    values = [curve.acc for _, _, curve in _prior_curves(sub)] + [analysis.baseline_points(sub).acc]
+    dense = analysis.dense_accuracy(sub)
+    values.append(pd.Series([] if dense is None else [dense], dtype=float))
+    flat = pd.concat(values).to_numpy(float)
+    return flat[np.isfinite(flat)]
+
+
+def accuracy_floor(sub: pd.DataFrame) -> float | None:
+    """The lower limit of a dataset's accuracy axis: robust, so that one collapsed point does not
+    squash the rest into a line. Half the range of the upper 90% of the points below its 10%
+    quantile, never below the lowest point (None: nothing is cut)."""
+    acc = _plotted_accuracies(sub)
+    if acc.size < 5:
+        return None
+    low, high = np.quantile(acc, 0.1), acc.max()
+    floor = low - 0.5 * max(high - low, 0.01)
+    return float(floor) if floor > acc.min() else None
+
+
+def _clip_note(sub: pd.DataFrame) -> str | None:
+    """"2 points below 60.0%" when the floor cuts some; None otherwise."""
+    floor = accuracy_floor(sub)
+    if floor is None:
+        return None
+    n = int((_plotted_accuracies(sub) < floor).sum())
+    return f"{n} point{'s' * (n != 1)} below {100 * floor:.1f}%"
+
+
+def _robust_accuracy_axis(ax, sub: pd.DataFrame, curves: list[pd.DataFrame]) -> None:
+    """Limit the accuracy axis to :func:`accuracy_floor`; the points below it appear as markers at
+    its edge (in their curve's colour), and a note in the corner says how many."""
+    floor = accuracy_floor(sub)
+    if floor is None:
+        return
+    top = float(_plotted_accuracies(sub).max())
+    ax.set_ylim(floor, top + 0.08 * (top - floor))
+    clipped = 0
+    for curve, color in curves:
+        below = curve[curve.acc < floor]
+        clipped += len(below)
+        ax.scatter(below.apl, np.full(len(below), floor), marker=CLIP_MARKER, color=color, s=30, clip_on=False,
+                   zorder=4)
+    if clipped:
+        ax.text(0.99, 0.02, f"{CLIP_SYMBOL} {clipped} point{'s' * (clipped != 1)} below {100 * floor:.1f}% "
+                "(at the edge)", transform=ax.transAxes, ha="right", va="bottom", fontsize=6, color="0.3")
+
+
+def _arm_color(arm: str, start: int, k: int) -> str | tuple:
+    """Fixed colours for the named arms; late starts from a sequential palette, any other arm C4, C5, ..."""
+    if start:
+        return _start_color(k + 1)  # as in early_late, where from scratch is the first
+    return ARM_COLORS.get(arm) or f"C{4 + analysis.arm_order(arm) % 6}"
 
 
 def _first_seed(rows: pd.DataFrame) -> pd.DataFrame:
@@ -79,35 +153,42 @@ def _first_seed(rows: pd.DataFrame) -> pd.DataFrame:
 
 def accuracy_vs_apl(df: pd.DataFrame, th: analysis.Thresholds) -> Figure:
     order = analysis.datasets_by_difficulty(df)
-    fig, axes = _grid(len(order))
+    fig, axes = _grid(len(order), height=3.9)
     for ax, dataset in zip(axes, order, strict=False):
         sub = df[df.dataset == dataset]
         tolerance = analysis.effective_tolerance(sub, th)
-        curve = analysis.arm_curve(sub, plan.SPARSE)
         dense = analysis.dense_accuracy(sub)
         if dense is not None:
-            ax.axhline(dense, color=ARM_COLORS[plan.DENSE], lw=1,
-                       label=f"{analysis.curve_label(plan.DENSE)} ({100 * dense:.2f}%)")
-            ax.axhspan(dense - tolerance, dense, color="0.9", zorder=0, label=f"tolerance {100 * tolerance:.2g} pt")
-        ax.errorbar(curve.apl, curve.acc, yerr=curve.acc_std.fillna(0), fmt="o-", color=ARM_COLORS[plan.SPARSE],
-                    ms=4, capsize=2, label=f"{analysis.curve_label(plan.SPARSE)}, ± sd over seeds")
-        for p in curve.itertuples():
-            ax.annotate(f"λ={p.lam:.3g}", (p.apl, p.acc), textcoords="offset points", xytext=(3, -9), fontsize=6)
+            ax.axhspan(dense - tolerance, dense, color="0.9", zorder=0, label="collapse tolerance")
+            ax.axhline(dense, color=ARM_COLORS[plan.DENSE], lw=1, label=analysis.curve_label(plan.DENSE))
+            full_apl = analysis.dense_apl(sub)
+            ax.plot([full_apl], [dense], "D", color=ARM_COLORS[plan.DENSE], ms=4)
+        drawn, late = [], 0
+        for arm, start, curve in _prior_curves(sub):
+            color = _arm_color(arm, start, late)
+            late += bool(start)
+            ax.errorbar(curve.apl, curve.acc, yerr=curve.acc_std.fillna(0), fmt="o-", color=color, ms=3, lw=1,
+                        capsize=2, label=analysis.curve_label(arm, start))
+            drawn.append((curve, color))
         base = analysis.baseline_points(sub)
         for widened, marker, label in ((False, "s", "baseline, own width"), (True, "^", "baseline, widened")):
             b = base[base.widened == widened]
             if b.empty:  # no legend entry for a kind this study did not train
                 continue
-            ax.scatter(b.apl, b.acc, marker=marker, color=ARM_COLORS[plan.BASELINE], s=22, label=label,
+            ax.scatter(b.apl, b.acc, marker=marker, color=ARM_COLORS[plan.BASELINE], s=26, label=label,
                        facecolors="none" if widened else ARM_COLORS[plan.BASELINE], zorder=3)
             for p in b.itertuples():
                 name = f"{'p' if p.arch == 'plain' else 'd'}{p.depth}"
-                ax.annotate(name, (p.apl, p.acc), textcoords="offset points", xytext=(3, 3), fontsize=6)
+                ax.annotate(name, (p.apl, p.acc), textcoords="offset points", xytext=(4, 2), fontsize=6,
+                            color=ARM_COLORS[plan.BASELINE])
+            drawn.append((b, ARM_COLORS[plan.BASELINE]))
         onset = analysis.collapse_onset(sub, tolerance)
         if onset.apl is not None:
-            ax.axvline(onset.apl, color="C1", ls="--", lw=1, label=f"collapse onset (APL {onset.apl:.2f})")
-        ax.set(title=dataset, xlabel="normalized APL", ylabel="test accuracy")
-        _legend_below(ax)
+            ax.axvline(onset.apl, color="C1", ls="--", lw=1, label="collapse onset")
+        _robust_accuracy_axis(ax, sub, drawn)
+        title = dataset if dense is None else f"{dataset} (dense {100 * dense:.2f}%)"
+        ax.set(title=title, xlabel="normalized APL", ylabel="test accuracy")
+        _legend_below(ax, ncol=2)
     return fig
 
 
@@ -119,48 +200,75 @@ class Study:
     depths: dict[str, dict]
 
 
-def _heatmap_rows(df: pd.DataFrame, depths: dict) -> tuple[list[float], np.ndarray | None, np.ndarray | None]:
-    """λ values and (nonlinear, width) matrices from the depth file's entry of each sparse λ."""
-    lams, counts, widths = [], [], []
-    for row in _first_seed(df[df.arm == plan.SPARSE]).itertuples():
-        if row.run not in depths:
-            continue
-        layers = sorted(depths[row.run]["layers"], key=lambda r: r["index"])
-        lams.append(row.lam)
+def _heatmap_rows(df: pd.DataFrame, depths: dict) -> tuple[pd.DataFrame, np.ndarray | None, np.ndarray | None]:
+    """The sparse runs drawn (first seed per λ, with a depth entry) and their (nonlinear, width)
+    matrices from the depth file."""
+    rows = _first_seed(df[df.arm == plan.SPARSE])
+    rows = rows[rows.run.isin(list(depths))]
+    counts, widths = [], []
+    for run in rows.run:
+        layers = sorted(depths[run]["layers"], key=lambda r: r["index"])
         counts.append([r["nonlinear"] for r in layers])
         widths.append([r["width"] for r in layers])
-    if not lams or len({len(c) for c in counts}) != 1:
-        return lams, None, None
-    return lams, np.array(counts, float), np.array(widths, float)
+    if rows.empty or len({len(c) for c in counts}) != 1:
+        return rows, None, None
+    return rows, np.array(counts, float), np.array(widths, float)
+
+
+SLOPE_QUANTILE_COLUMNS = ("slope_q10", "slope_q50", "slope_q90")
+
+
+def _slope_panel(ax, rows: pd.DataFrame) -> None:
+    """|1 − a| of each row's channels: 10–90% as a bar, the median as a dot, one row per λ as in
+    the heat map beside it; the two thresholds as vertical lines. Channels the prior only partly
+    linearized show here, where the counts (exact zeros) hide them."""
+    y = np.arange(len(rows))
+    q10, q50, q90 = (rows[c].to_numpy(float) for c in SLOPE_QUANTILE_COLUMNS)
+    ax.hlines(y, q10, q90, color="C0", lw=3, alpha=0.45, label="10–90%")
+    ax.plot(q50, y, "o", color="C0", ms=3, label="median")
+    for column, style, name in (("eps", ":", "eps"), ("depth_eps", "--", "depth_eps")):
+        value = float(rows[column].iloc[0])
+        ax.axvline(value, color="0.4", ls=style, lw=0.8, label=f"{name} {value:g}")
+    widest = float(np.nanmax(q90)) if np.isfinite(q90).any() else 0.0
+    ax.set_xlim(-0.02, max(0.5, 1.15 * widest))
+    ax.set(xlabel="|1 − a| (distance from linear)", title="slopes per λ")
+    ax.tick_params(labelleft=False)
 
 
 def core_networks(df: pd.DataFrame, depths: dict) -> Figure:
     order = analysis.datasets_by_difficulty(df)
-    fig, axes = _grid(len(order), width=4.6, height=2.6)
+    fig = Figure(figsize=(PAGE_WIDTH_IN, 1.9 * len(order) + 0.4), layout="constrained")
+    grid = fig.subplots(len(order), 2, squeeze=False, gridspec_kw={"width_ratios": (3.2, 1)})
     image = None
-    for ax, dataset in zip(axes, order, strict=False):
-        lams, counts, widths = _heatmap_rows(df[df.dataset == dataset], depths)
-        ax.set_title(dataset)
+    for (ax, ax_slopes), dataset in zip(grid, order, strict=False):
+        rows, counts, widths = _heatmap_rows(df[df.dataset == dataset], depths)
+        ax.set_title(dataset, loc="left")
         if counts is None:
             ax.text(0.5, 0.5, "no depth for the sparse runs", ha="center", va="center",
                     transform=ax.transAxes)
+            ax_slopes.set_visible(False)
             continue
         image = ax.imshow(counts / widths, aspect="auto", cmap="viridis", vmin=0, vmax=1,
                           interpolation="nearest")
-        if counts.size <= 300:  # the counts themselves, where they fit
+        if counts.size <= 400:  # the counts themselves, where they fit
             for (i, j), n in np.ndenumerate(counts):
                 ax.text(j, i, f"{n:.0f}", ha="center", va="center", fontsize=5,
                         color="w" if n / widths[i, j] < 0.6 else "k")
-        ax.set_yticks(range(len(lams)), [f"{lam:g}" for lam in lams])
+        ax.set_yticks(range(len(rows)), [f"{r.lam:.3g} ({r.apl_normalized:.1f})" for r in rows.itertuples()])
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set(xlabel="activation layer index", ylabel="λ")
+        ax.set(xlabel="activation layer index", ylabel="λ (normalized APL)")
+        ax_slopes.sharey(ax)
+        _slope_panel(ax_slopes, rows)
     if image is not None:
-        fig.colorbar(image, ax=axes, label="nonlinear channels / width", shrink=0.8)
+        fig.colorbar(image, ax=grid.ravel().tolist(), label="nonlinear channels / width", shrink=0.7, pad=0.02)
+        visible = [ax for ax in grid[:, 1] if ax.get_visible()]
+        if visible:
+            _legend_below(visible[-1], ncol=2, below=0.38)
     return fig
 
 
 def core_plateau(df: pd.DataFrame, th: analysis.Thresholds) -> Figure:
-    fig = Figure(figsize=(7.2, 2.9), layout="constrained")
+    fig = Figure(figsize=(PAGE_WIDTH_IN, 2.9), layout="constrained")
     ax_apl, ax_width = fig.subplots(1, 2)
     for k, dataset in enumerate(analysis.datasets_by_difficulty(df)):
         sub = df[df.dataset == dataset]
@@ -193,15 +301,18 @@ def nonlinear_advantage(df: pd.DataFrame) -> Figure:
     gaps = []
     for ax, dataset in zip(axes, order, strict=False):
         sub = df[df.dataset == dataset]
+        drawn = []
         for arm in (plan.SPARSE, plan.POSTHOC):
             curve = analysis.arm_curve(sub, arm).sort_values("apl")
-            ax.errorbar(curve.apl, curve.acc, yerr=curve.acc_std.fillna(0), fmt="o-", ms=4, capsize=2,
+            ax.errorbar(curve.apl, curve.acc, yerr=curve.acc_std.fillna(0), fmt="o-", ms=3, lw=1, capsize=2,
                         color=ARM_COLORS[arm], label=f"{analysis.curve_label(arm)}, ± sd over seeds")
+            drawn.append((curve, ARM_COLORS[arm]))
         gap, net = analysis.matched_apl_gap(sub), analysis.matched_gap(sub).mean  # net: the findings' number
         if gap.mean_gap is not None and net is not None:
             ax.fill_between(gap.apl, gap.scratch, gap.posthoc, color=ARM_COLORS[plan.POSTHOC], alpha=0.15,
                             lw=0, label=f"gap net of its control, mean {100 * net:+.2f} pt")
         gaps.append((dataset, analysis.dense_error(sub), net))
+        _robust_accuracy_axis(ax, sub, drawn)
         ax.set(title=dataset, xlabel="normalized APL", ylabel="test accuracy")
         _legend_below(ax)
     ax = axes[len(order)]
@@ -220,14 +331,17 @@ def early_late(df: pd.DataFrame) -> Figure:
     for ax, dataset in zip(axes, order, strict=False):
         sub = df[df.dataset == dataset]
         curves = [(plan.SPARSE, 0), *((plan.LATE, start) for start in analysis.starts(sub, plan.LATE))]
+        drawn = []
         for k, (arm, start) in enumerate(curves):
             curve = analysis.arm_curve(analysis.from_epoch(sub, arm, start), arm).sort_values("apl")
-            ax.errorbar(curve.apl, curve.acc, yerr=curve.acc_std.fillna(0), fmt="o-", ms=3, capsize=2,
+            ax.errorbar(curve.apl, curve.acc, yerr=curve.acc_std.fillna(0), fmt="o-", ms=3, lw=1, capsize=2,
                         color=_start_color(k), label=analysis.curve_label(arm, start))
+            drawn.append((curve, _start_color(k)))
         dense = analysis.dense_accuracy(sub)
         if dense is not None:
             ax.axhline(dense, color=ARM_COLORS[plan.DENSE], lw=1,
                        label=f"{analysis.curve_label(plan.DENSE)} ({100 * dense:.2f}%)")
+        _robust_accuracy_axis(ax, sub, drawn)
         ax.set(title=f"{dataset}, budget {int(sub.budget_epochs.max())} epochs", xlabel="normalized APL",
                ylabel="test accuracy")
         _legend_below(ax)
@@ -250,13 +364,13 @@ def _representatives(sub: pd.DataFrame) -> list[tuple[str, str, pd.Series]]:
         if rows.empty:
             continue
         chosen = [len(rows) // 2] if arm == plan.POSTHOC else sorted({0, len(rows) // 2, len(rows) - 1})
-        picks += [(arm, f"{analysis.curve_label(arm)} λ={rows.iloc[i].lam:g}", rows.iloc[i]) for i in chosen]
+        picks += [(arm, f"{analysis.curve_label(arm)} λ={rows.iloc[i].lam:.3g}", rows.iloc[i]) for i in chosen]
     return picks
 
 
 def training_curves(df: pd.DataFrame, runs: Path) -> Figure:
     order = analysis.datasets_by_difficulty(df)
-    fig = Figure(figsize=(3.4 * len(order), 5.2), layout="constrained")
+    fig = Figure(figsize=(PAGE_WIDTH_IN, 4.4), layout="constrained")
     axes = fig.subplots(2, len(order), squeeze=False)
     for col, dataset in enumerate(order):
         ax_acc, ax_nl = axes[0, col], axes[1, col]
@@ -279,7 +393,7 @@ def training_curves(df: pd.DataFrame, runs: Path) -> Figure:
         ax_nl.set(xlabel="epoch (since initialization)", ylabel="nonlinear fraction of channels", ylim=(-0.02, 1.02))
         for ax in (ax_acc, ax_nl):
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        _legend_below(ax_nl)
+        _legend_below(ax_nl, below=0.32)
     return fig
 
 
@@ -293,6 +407,15 @@ def _onsets(df: pd.DataFrame, th: analysis.Thresholds) -> str:
         o = analysis.collapse_onset(sub, analysis.effective_tolerance(sub, th))
         onsets.append(f"{d}: {o.reason}" if o.apl is None else f"{d}: APL {o.apl:.2f} (λ {o.lam:g})")
     return "; ".join(onsets)
+
+
+def _clipped(df: pd.DataFrame) -> str:
+    """What the robust accuracy axes leave out, per dataset ("" when nothing is)."""
+    notes = [f"{d}: {note}" for d in analysis.datasets_by_difficulty(df)
+             if (note := _clip_note(df[df.dataset == d]))]
+    if not notes:
+        return ""
+    return f" Not shown on the accuracy axes (drawn as {CLIP_SYMBOL} at their lower edge): {'; '.join(notes)}."
 
 
 def _gaps(df: pd.DataFrame) -> str:
@@ -333,26 +456,33 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec(
         "accuracy_vs_apl", "Accuracy against APL",
         "Test accuracy against effective depth (normalized APL), per dataset.",
-        "Line with λ labels: from-scratch sparse runs (mean over seeds). Squares and triangles: ReLU baselines "
-        "of similar depth at their own width and widened to the full network's parameter count. Black line: "
-        "dense network; grey band: the collapse tolerance; dashed line: the collapse onset computed by "
-        "``analysis.collapse_onset``.",
+        "One line per arm under the prior (from scratch, post hoc, each late start; mean ± sd over seeds per "
+        "λ). Squares and triangles: ReLU baselines of similar depth at their own width and widened to the full "
+        "network's parameter count. Black line and diamond: dense network; grey band: the collapse tolerance; "
+        "dashed line: the collapse onset computed by ``analysis.collapse_onset``. The accuracy axis starts at a "
+        "robust floor; points below it are drawn as " + CLIP_SYMBOL + " at its edge.",
         lambda df, study, th: accuracy_vs_apl(df, th),
-        lambda df, th: "Sparse runs from scratch (one point per λ, mean over seeds) against baselines "
+        lambda df, th: "Every arm under the prior (one point per λ, mean ± sd over seeds; late starts by the epoch "
+        "their prior switches on) against baselines "
         "of similar depth (squares: own width; triangles: widened to the full network's parameter count; "
         "dN = ResNet depth, pN = plain CNN depth). Black line: the dense network; grey band: the tolerance "
         f"({100 * th.tolerance:g} pt, or twice the test set's standard error if larger). Dashed: the collapse "
         "onset, the smallest APL such that it and every "
-        f"sparse point of larger APL stay within the tolerance. Onsets: {_onsets(df, th)}.",
+        f"sparse point of larger APL stay within the tolerance. Onsets: {_onsets(df, th)}.{_clipped(df)}",
     ),
     FigureSpec(
         "core_networks", "Core networks",
         "Nonlinear channels per layer for each λ of the from-scratch sparse runs.",
         "Nonlinear channels per activation layer (numbers) and as a fraction of each layer's width (colour), "
-        "one row per λ of the from-scratch sparse runs, read from the study's depth file (results/depth.json).",
+        "one row per λ of the from-scratch sparse runs, read from the study's depth file (results/depth.json); "
+        "beside it, the distribution of |1 − a| over the run's channels (10–90% bar, median dot).",
         lambda df, study, th: core_networks(df, study.depths),
         lambda df, th: "Nonlinear channels per activation layer (numbers) and as a fraction of the "
-        "layer's width (colour), for each λ of the from-scratch sparse runs (first seed), from the study's depth file.",
+        "layer's width (colour), for each λ of the from-scratch sparse runs (first seed; its normalized APL in "
+        "brackets), from the study's depth file. Right: how far the same run's slopes are from linear, |1 − a| "
+        "over all its channels (bar: 10–90%, dot: median), with the counting threshold eps (dotted) and the "
+        "second threshold depth_eps (dashed) of the summary's *_eps columns: channels left of it are nearly "
+        "linear though counted nonlinear.",
     ),
     FigureSpec(
         "core_plateau", "Core networks",

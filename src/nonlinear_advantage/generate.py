@@ -95,7 +95,7 @@ def _study_stages() -> dict:
         "measure": {
             "cmd": f"python -m nonlinear_advantage measure --params {PARAMS} --out results/depth.json runs",
             "deps": ["runs", *plan.code_files("measure")],
-            "params": listing,
+            "params": [*listing, "analysis.depth_eps"],  # the second threshold of the *_eps columns
             "outs": ["results/depth.json"],
         },
         # Reads the runs that params.yaml plans, from under runs/ (DVC cannot list them here).

@@ -11,14 +11,21 @@ from pathlib import Path
 
 import torch
 
-from . import fileio, plan
+from . import fileio, plan, schemas
 from .depth import depth_summary
 from .errors import UserError
 from .trainer import load_checkpoint, model_from_checkpoint
 
 
-def measure(run_dir: str | Path, eps: float | None = None) -> dict:
-    """APLs and layer profile of ``run_dir/checkpoint.pt``; eps defaults to the run's own."""
+def depth_eps_of(params: dict | None = None) -> float:
+    """The second threshold of the depth file (``analysis.depth_eps``); the schema's default without one."""
+    section = schemas.load(schemas.PARAMS)["properties"]["analysis"]
+    return schemas.with_defaults(((params or {}).get("analysis") or {}), section)["depth_eps"]
+
+
+def measure(run_dir: str | Path, eps: float | None = None, depth_eps: float | None = None) -> dict:
+    """APLs and layer profile of ``run_dir/checkpoint.pt`` (eps defaults to the run's own), and
+    both APLs, the nonlinear count and the slope quantiles at ``depth_eps`` (default: the schema's)."""
     ckpt_path = Path(run_dir) / "checkpoint.pt"
     ckpt = load_checkpoint(ckpt_path)
     if ckpt["epoch"] < ckpt["config"]["epochs"]:
@@ -26,13 +33,16 @@ def measure(run_dir: str | Path, eps: float | None = None) -> dict:
                         f"{ckpt['config']['epochs']}; finish the training first")
     eps = ckpt["config"]["eps"] if eps is None else eps
     model = model_from_checkpoint(ckpt).eval()
-    summary = depth_summary(model, torch.zeros(1, *ckpt["input_shape"]), eps=eps)
+    depth_eps = depth_eps_of() if depth_eps is None else depth_eps
+    summary = depth_summary(model, torch.zeros(1, *ckpt["input_shape"]), eps=eps, depth_eps=depth_eps)
     return {"run": ckpt["config"]["name"], "eps": eps, **summary}
 
 
 def measure_study(params: dict, root: str | Path, eps: float | None = None) -> dict[str, dict]:
-    """Every trained run of the plan, by run id (one entry per network: see plan.runs)."""
-    return {run_id: measure(plan.run_dir(run_id, root=str(root)), eps) for run_id in plan.run_ids(params)}
+    """Every trained run of the plan, by run id (one entry per network: see plan.runs), the
+    second threshold from the params' ``analysis.depth_eps``."""
+    depth_eps = depth_eps_of(params)
+    return {run_id: measure(plan.run_dir(run_id, root=str(root)), eps, depth_eps) for run_id in plan.run_ids(params)}
 
 
 def write_depth(path, results: dict[str, dict]) -> None:
@@ -54,7 +64,8 @@ def _cli(args) -> int:
     for result in results.values():
         print(f"{result['run']}: APL {result['apl_normalized']:.3f} (normalized), "
               f"{result['apl_unnormalized']:.3f} (unnormalized), "
-              f"{result['nonlinear_channels']}/{result['total_channels']} nonlinear channels")
+              f"{result['nonlinear_channels']}/{result['total_channels']} nonlinear channels; at |1 - a| > "
+              f"{result['depth_eps']:g}: APL {result['apl_normalized_eps']:.3f}, {result['nonlinear_channels_eps']}")
     return 0
 
 

@@ -18,5 +18,6 @@ rule measure:
         mem_mb=2000,
     params:
         code=plan.code_digest("measure"),
+        depth_eps=config["analysis"]["depth_eps"],  # the *_eps columns' threshold: a change measures again
     shell:
         "python -m nonlinear_advantage measure --params $NLA_PARAMS --out {output} runs > {log} 2>&1"
