@@ -136,7 +136,7 @@ def test_snakemake_and_dvc_have_the_same_dag(tmp_path, params):
     git_dvc_init(repo)
     smk, dvc = snakemake_dag(repo), dvc_dag(repo)
     assert smk == dvc
-    # train per run (every arm, the post-hoc runs' dense start included), download and prepare per
+    # train per run (every arm, the finetune control included), download and prepare per
     # dataset, then configure, measure (one job), aggregate, metrics, figures and report
     planned = plan.load_params(repo / "params.yaml")
     assert len(smk) == len(plan.run_ids(planned)) + 2 * len(planned["datasets"]) + 6
