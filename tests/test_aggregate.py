@@ -35,7 +35,7 @@ def make_run(root, name, lam=0.0, width=4, activation="prelu", params=None):
     config = plan.run_config(params, name)
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     metrics = {k: 1.0 for k in aggregate.FROM_METRICS} | {"params": 1000, "epochs": 1, "test_acc": 0.5 + lam}
-    metrics |= {"budget_epochs": 7 if "pretrain" in name else 8, "test_size": 300,
+    metrics |= {"budget_epochs": 9 if "finetune" in name else 8, "test_size": 300,
                 "prior_start_epoch": 9 if "late" in name else 0}
     (run / "metrics.json").write_text(json.dumps(metrics))
     (run / "history.csv").write_text("epoch,lr,test_acc\n1,0.1,0.4\n2,0.05,0.5\n")
@@ -45,7 +45,7 @@ def make_run(root, name, lam=0.0, width=4, activation="prelu", params=None):
 def test_rows_in_fixed_order_whatever_the_argument_order(tmp_path):
     names = ["digits/sparse/shift1.5-s0", "digits/late/at0.5-shift1.5-s0", "digits/dense/s0",
              "digits/sparse/shift0.2-s0",
-             "digits/shallow/d3-wide-s0", "digits/baseline/d8-wide-s0", "digits/pretrain/s0",
+             "digits/shallow/d3-wide-s0", "digits/baseline/d8-wide-s0", "digits/finetune/s0",
              "digits/baseline/d8-own-s0", "digits/posthoc/shift1.5-s0", "digits/shallow/d3-own-s0"]
     dirs = [make_run(tmp_path / "runs", n, activation="relu" if "baseline" in n else "prelu") for n in names]
     out, curves = tmp_path / "results" / "summary.csv", tmp_path / "results" / "curves.csv"
@@ -59,13 +59,13 @@ def test_rows_in_fixed_order_whatever_the_argument_order(tmp_path):
     assert [r["run"] for r in rows] == [  # the arm table's order
         "digits/baseline/d8-own-s0", "digits/baseline/d8-wide-s0", "digits/shallow/d3-own-s0",
         "digits/shallow/d3-wide-s0", "digits/dense/s0", "digits/sparse/shift0.2-s0", "digits/sparse/shift1.5-s0",
-        "digits/pretrain/s0", "digits/posthoc/shift1.5-s0", "digits/late/at0.5-shift1.5-s0"]
+        "digits/finetune/s0", "digits/posthoc/shift1.5-s0", "digits/late/at0.5-shift1.5-s0"]
     assert [r["widened"] for r in rows[:4]] == ["False", "True", "False", "True"]
     assert [r["arch"] for r in rows[:4]] == ["resnet", "resnet", "plain", "plain"]
     assert rows[6]["apl_normalized"] == "2.5"
     assert float(rows[6]["lam"]) == plan.run_config(TINY, "digits/sparse/shift1.5-s0")["lam"]  # the config's λ
     # budget and prior columns come from each run's metrics.json
-    assert [r["budget_epochs"] for r in rows[6:8]] == ["8", "7"] and rows[9]["prior_start_epoch"] == "9"
+    assert [r["budget_epochs"] for r in rows[6:8]] == ["8", "9"] and rows[9]["prior_start_epoch"] == "9"
     assert {r["test_size"] for r in rows} == {"300"}
     history = list(csv.DictReader(curves.open()))
     assert len(history) == 2 * len(names)
@@ -90,7 +90,7 @@ def test_cli_with_params_reads_the_planned_runs(tmp_path):
     params["baseline"] = {"depths": [8], "plain_depths": [3], "widths": ["own"]}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     planned = ["digits/baseline/d8-own-s0", "digits/shallow/d3-own-s0", "digits/dense/s0", "digits/sparse/shift1.5-s0",
-               "digits/pretrain/s0", "digits/posthoc/shift1.5-s0", "digits/late/at0.5-shift1.5-s0"]
+               "digits/finetune/s0", "digits/posthoc/shift1.5-s0", "digits/late/at0.5-shift1.5-s0"]
     stale = ["digits/sparse/shift0.7-s0", "digits/baseline/d8-wide-s0"]
     for name in planned + stale:
         make_run(tmp_path / "runs", name)
@@ -125,11 +125,11 @@ def test_a_run_trained_as_another_has_its_own_row(tmp_path):
 
 def test_plot_files_hold_a_series_per_arm(tmp_path):
     """--plots: per dataset, accuracy against APL (a row per run) and the arms' mean curves, a column per arm."""
-    names = ["digits/dense/s0", "digits/sparse/shift0.2-s0", "digits/sparse/shift1.5-s0", "digits/pretrain/s0",
+    names = ["digits/dense/s0", "digits/sparse/shift0.2-s0", "digits/sparse/shift1.5-s0", "digits/finetune/s0",
              "digits/posthoc/shift1.5-s0"]
     dirs = [make_run(tmp_path / "runs", n) for n in names]
     (dirs[2] / "history.csv").write_text("epoch,lr,test_acc\n1,0.1,0.2\n2,0.05,0.3\n")
-    for run in dirs[3:]:  # a budget of 2: the dense start of post-hoc trains 1 epoch, the post-hoc run 1 more
+    for run in dirs[3:]:  # synthetic: a run of its whole budget of 1, and a run that continues 1 epoch to 2
         (run / "history.csv").write_text("epoch,lr,test_acc\n1,0.1,0.6\n")
     for run, (epochs, budget) in zip(dirs, [(2, 2), (2, 2), (2, 2), (1, 1), (1, 2)], strict=True):
         metrics = json.loads((run / "metrics.json").read_text())
@@ -143,14 +143,14 @@ def test_plot_files_hold_a_series_per_arm(tmp_path):
     assert list(accuracy[0])[:1 + len(plan.ARMS)] == ["apl_normalized", *aggregate.plot_series()]
     assert {r["run"]: next(v for k, v in r.items() if k in aggregate.plot_series() and v) for r in accuracy} == {
         "digits/dense/s0": "0.5", "digits/sparse/shift0.2-s0": "0.5", "digits/sparse/shift1.5-s0": "0.5",
-        "digits/pretrain/s0": "0.5", "digits/posthoc/shift1.5-s0": "0.5"}
+        "digits/finetune/s0": "0.5", "digits/posthoc/shift1.5-s0": "0.5"}
     assert all(sum(1 for k in aggregate.plot_series() if r[k]) == 1 for r in accuracy)  # one arm's value a row
     curves = {(r["epoch"], arm): (float(r[label[arm]]), int(r["runs"]))
               for r in csv.DictReader((plots / "curves" / "digits.csv").open()) for arm in plan.ARMS if r[label[arm]]}
     assert curves[("1", "sparse")] == (pytest.approx(0.3), 2)  # the mean of the arm's runs
     assert curves[("2", "sparse")] == (pytest.approx(0.4), 2)
     # epochs since initialization: the post-hoc run's one epoch is the budget's second
-    assert curves[("1", "pretrain")] == (pytest.approx(0.6), 1) and curves[("2", "posthoc")] == (pytest.approx(0.6), 1)
+    assert curves[("1", "finetune")] == (pytest.approx(0.6), 1) and curves[("2", "posthoc")] == (pytest.approx(0.6), 1)
     assert ("1", "posthoc") not in curves and curves[("2", "dense")] == (pytest.approx(0.5), 1)
 
 

@@ -39,14 +39,29 @@ def test_time_limit_is_epochs_times_images_times_the_architectures_cost():
     images = TINY["datasets"]["digits"]["train_size"]
     for run in plan.run_ids(TINY):
         config = plan.run_config(TINY, run)
-        seconds = 2.0 * config["epochs"] * images * cal.seconds_per_image[config["model"]["arch"]]
+        seconds = 2.0 * plan.trained_epochs(config) * images * cal.seconds_per_image[config["model"]["arch"]]
         assert compute.train_minutes(TINY, run, cal) == math.ceil(1 + seconds / 60), run
         assert compute.train_minutes(TINY, run, cal, attempt=2) == 2 * compute.train_minutes(TINY, run, cal)
-    # a post-hoc run is charged its own epochs, a plain baseline its architecture's cost
-    assert compute.train_minutes(TINY, "digits/posthoc/shift1.5-s0", cal) < compute.train_minutes(
-        TINY, "digits/dense/s0", cal)
+    # a plain baseline is charged its architecture's cost
     assert compute.train_minutes(TINY, "digits/shallow/d3-own-s0", cal) < compute.train_minutes(
         TINY, "digits/baseline/d8-own-s0", cal)
+
+
+def test_a_job_that_continues_a_state_is_charged_the_epochs_it_trains():
+    """B = 10, P = 3, the late prior from epoch 5: the dense job trains 10 epochs, a late one 5, a
+    post-hoc or finetune one 3 (the dense run trained the rest)."""
+    params = {**TINY, "datasets": {"digits": {**TINY["datasets"]["digits"], "epochs": 10}},
+              "posthoc": {**TINY["posthoc"], "epochs": 3}}
+    cal = compute.Calibration({"resnet": 1 / 400, "plain": 1 / 400}, margin=60.0, startup_minutes=0.0, min_minutes=0)
+    minutes = {run: compute.train_minutes(params, run, cal) for run in plan.run_ids(params)}  # one a training epoch
+    assert minutes["digits/dense/s0"] == 10 == minutes["digits/sparse/shift1.5-s0"]
+    assert minutes["digits/late/at0.5-shift1.5-s0"] == 5
+    assert minutes["digits/posthoc/shift1.5-s0"] == 3 == minutes["digits/finetune/s0"]
+    # and the benchmarks' seconds per image-epoch count the same epochs
+    assert compute._trained_epochs({"arm": "posthoc", "epochs": "13", "prior_start_epoch": "10"}) == 3
+    assert compute._trained_epochs({"arm": "sparse", "epochs": "10", "prior_start_epoch": "0"}) == 10
+
+
     floor = compute.Calibration({"resnet": 1e-9, "plain": 1e-9}, 1.0, 0.0, 7)
     assert compute.train_minutes(TINY, "digits/dense/s0", floor) == 7
     with pytest.raises(UserError, match="no cost for architecture 'plain'"):

@@ -92,7 +92,7 @@ def train_all(params: dict, root: Path) -> list[plan.Run]:
     write_toy_data(root / "data" / "prepared" / "toy.pt")
     runs = plan.runs(params)
     plan.write_configs(params, root / plan.CONFIG_DIR)
-    for run_id in plan.run_ids(params):  # in plan order: the dense start exists before the post-hoc run starts from it
+    for run_id in plan.run_ids(params):  # in plan order: the dense state exists before the post-hoc run continues it
         config = yaml.safe_load(Path(plan.config_path(run_id, root=str(root / plan.CONFIG_DIR))).read_text())
         trainer.train(config, root / plan.run_dir(run_id), progress=False)
     measure.write_depth(root / "depth.json", measure.measure_study(params, root / "runs"))
@@ -106,7 +106,7 @@ def test_toy_dataset_and_architecture_through_the_pipeline(registered, tmp_path,
 
     monkeypatch.chdir(tmp_path)
     assert [r.arm for r in plan.runs(params)] == ["baseline", "baseline", "shallow", "shallow", "dense", "sparse",
-                                                  "pretrain", "posthoc", "late"]
+                                                  "finetune", "posthoc", "late"]
     assert plan.run_ids(params) == [r.id for r in plan.runs(params)]  # every network differs: each trains
     runs = train_all(params, tmp_path)
     summary = tmp_path / "summary.csv"
@@ -126,7 +126,7 @@ def test_toy_dataset_and_architecture_through_the_pipeline(registered, tmp_path,
     # equal budgets: the trainer's count (through the checkpoint) is the plan's
     for row, run in zip(rows, runs, strict=True):
         assert int(row["budget_epochs"]) == plan.budget_epochs(params, run), run.id
-        assert int(row["budget_epochs"]) == (1 if run.arm == "pretrain" else 2), run.id
+        assert int(row["budget_epochs"]) == (3 if run.arm in (plan.FINETUNE, plan.POSTHOC) else 2), run.id
         assert int(row["test_size"]) == 21
     late = next(r for r in rows if r["arm"] == "late")
     sparse = next(r for r in rows if r["arm"] == "sparse")  # same shift, the prior on from epoch 0

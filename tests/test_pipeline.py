@@ -136,7 +136,7 @@ def test_snakemake_and_dvc_have_the_same_dag(tmp_path, params):
     git_dvc_init(repo)
     smk, dvc = snakemake_dag(repo), dvc_dag(repo)
     assert smk == dvc
-    # train per run (every arm, the post-hoc runs' dense start included), download and prepare per
+    # train per run (every arm, the finetune control included), download and prepare per
     # dataset, then configure, measure (one job), aggregate, metrics, figures and report
     planned = plan.load_params(repo / "params.yaml")
     assert len(smk) == len(plan.run_ids(planned)) + 2 * len(planned["datasets"]) + 6
@@ -169,7 +169,7 @@ def test_configfile_selects_the_paper_study(tmp_path):
     assert jobs["train"] == len(plan.run_ids(paper))
     assert jobs["download"] == 3  # cifar10, cifar100, fashion_mnist: no merge with params.yaml's digits
     out = snakemake(repo, "-n", "--printshellcmds", "--configfile", "config/paper.yaml").stdout
-    for run in ("cifar100/sparse/shift0.3-s2", "cifar100/pretrain/s2", "cifar100/posthoc/shift0.5-s2",
+    for run in ("cifar100/sparse/shift0.3-s2", "cifar100/finetune/s2", "cifar100/posthoc/shift0.5-s2",
                 "cifar100/late/at0.75-shift2.0-s2", "cifar100/shallow/d2-wide-s2"):
         assert f"train --params $NLA_PARAMS --run {run} " in out, run
 
@@ -189,7 +189,7 @@ def test_summary(study):
     params = plan.load_params(study / "params.yaml")
     assert list(rows[0]) == list(SUMMARY_COLUMNS)
     assert [r["run"] for r in rows] == plan.run_ids(params)
-    assert Counter(r["arm"] for r in rows) == {"baseline": 2, "shallow": 2, "dense": 1, "sparse": 2, "pretrain": 1,
+    assert Counter(r["arm"] for r in rows) == {"baseline": 2, "shallow": 2, "dense": 1, "sparse": 2, "finetune": 1,
                                                "posthoc": 1, "late": 1}
     budget, by_id = params["datasets"]["digits"]["epochs"], {r.id: r for r in plan.runs(params)}
     for r in rows:
@@ -205,10 +205,12 @@ def test_summary(study):
         if r["arm"] in ("baseline", "shallow"):  # ReLUs are nonlinear everywhere
             assert r["nonlinear_channels"] == r["total_channels"] and r["activation"] == "relu"
         assert r["arch"] == ("plain" if r["arm"] == "shallow" else "resnet")
-        # equal budgets, as the trainer counted them (post-hoc: through its dense start's checkpoint)
+        # budgets as the trainer counted them (post-hoc and finetune: the dense run's B, then P more)
         assert int(r["budget_epochs"]) == plan.budget_epochs(params, by_id[r["run"]]), r["run"]
-        assert int(r["budget_epochs"]) == (budget - params["posthoc"]["epochs"] if r["arm"] == "pretrain" else budget)
-        assert int(r["prior_start_epoch"]) == (1 if r["arm"] == "late" else 0), r["run"]
+        after = r["arm"] in (plan.POSTHOC, plan.FINETUNE)
+        assert int(r["budget_epochs"]) == budget + (params["posthoc"]["epochs"] if after else 0), r["run"]
+        start = budget if after else 1 if r["arm"] == "late" else 0
+        assert int(r["prior_start_epoch"]) == start, r["run"]
         assert (float(r["max_prior_shift"]) > 0) == (float(r["lam"]) > 0), r["run"]
         if plan.ARMS[r["arm"]].prior:  # the plan's λ is the trainer's: its thresholds sum to the shift
             shift = by_id[r["run"]].fields["shift"]
@@ -277,20 +279,17 @@ def test_one_changed_shift_reruns_exactly_its_jobs(study, old, new, run):
 
 
 def test_a_changed_run_config_reruns_only_those_runs(study):
-    """Snakemake's params trigger: the post-hoc lr reaches only the post-hoc run's config. The
-    post-hoc epochs would reach its dense start too (B − P; tests/test_plan.py), but the tiny
-    budget of 2 leaves P = 1 the only valid value: more is refused before anything runs."""
+    """Snakemake's params trigger: the post-hoc lr and epochs come after the dense run's B, so they
+    reach the post-hoc run and its finetune control, not the dense run they continue."""
     original = (study / "params.yaml").read_text()
     try:
         assert original.count("posthoc: {epochs: 1, lr: 0.02,") == 1
-        (study / "params.yaml").write_text(original.replace("lr: 0.02,", "lr: 0.03,"))
-        assert planned_jobs(study) == STUDY_JOBS | {"train": 1}
-        out = snakemake(study, "-n", "--printshellcmds").stdout
-        assert Counter(re.findall(r"--run (\S+)", out)) == {"digits/posthoc/shift1.5-s0": 1}
-        (study / "params.yaml").write_text(original.replace("posthoc: {epochs: 1", "posthoc: {epochs: 2"))
-        proc = snakemake(study, "-n", check=False)
-        assert proc.returncode != 0 and "posthoc.epochs: 2 must be less than datasets.digits.epochs (2)" in (
-            proc.stdout + proc.stderr)
+        for old, new in (("lr: 0.02,", "lr: 0.03,"), ("posthoc: {epochs: 1", "posthoc: {epochs: 2")):
+            (study / "params.yaml").write_text(original.replace(old, new))
+            assert planned_jobs(study) == STUDY_JOBS | {"train": 2}
+            out = snakemake(study, "-n", "--printshellcmds").stdout
+            assert Counter(re.findall(r"--run (\S+)", out)) == {"digits/posthoc/shift1.5-s0": 1,
+                                                                "digits/finetune/s0": 1}
     finally:
         (study / "params.yaml").write_text(original)
 

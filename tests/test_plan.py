@@ -72,7 +72,7 @@ def test_run_ids(params):
         "digits/shallow/d3-own-s0", "digits/shallow/d3-wide-s0",
         "digits/dense/s0",
         "digits/sparse/shift0.2-s0", "digits/sparse/shift1.5-s0",
-        "digits/pretrain/s0",
+        "digits/finetune/s0",
         "digits/posthoc/shift1.5-s0",
         "digits/late/at0.5-shift1.5-s0",
     ]  # fmt: skip
@@ -94,15 +94,19 @@ def test_run_config_per_arm(params):
         "prior_start_epoch", "proximal", "eps", "augment", "seed", "threads", "device", "precision", "channels_last",
         "compile", "init_from", "init", "save_states"}
     assert sparse["init"] == "weights" and sparse["save_states"] == {}
-    pretrain = plan.run_config(params, "digits/pretrain/s0")
-    assert pretrain["lam"] == 0.0 and pretrain["init_from"] is None and pretrain["model"]["activation"] == "prelu"
-    assert pretrain["epochs"] == budget - params["posthoc"]["epochs"]
-    assert pretrain["optimizer"] == params["train"]["optimizer"]
+    # post-hoc: the dense run's final state, then P epochs at the constant posthoc.lr, the prior on from B
     posthoc = plan.run_config(params, "digits/posthoc/shift1.5-s0")
-    assert posthoc["init_from"] == "runs/digits/pretrain/s0/checkpoint.pt"
-    assert posthoc["epochs"] == params["posthoc"]["epochs"]
-    assert posthoc["lam"] == pytest.approx(1.5 * 116 * 0.1 / (0.02 * (4 - 6 / 4)), rel=5e-4)  # 4 steps from 0.02
-    assert posthoc["optimizer"]["lr"] == params["posthoc"]["lr"]
+    assert posthoc["init_from"] == "runs/digits/dense/s0/states/end.pt" and posthoc["init"] == "state"
+    assert posthoc["epochs"] == budget + params["posthoc"]["epochs"] and posthoc["prior_start_epoch"] == budget
+    assert posthoc["schedule"] == {**params["train"]["schedule"], "epochs": budget, "tail_lr": params["posthoc"]["lr"]}
+    assert posthoc["optimizer"] == params["train"]["optimizer"]  # the dense run's, whose momentum it continues
+    # λ = shift·C·(1 − μ)/(P·steps·tail_lr): 1 epoch of 4 steps at 0.02
+    assert posthoc["lam"] == float(f"{1.5 * 116 * 0.1 / (1 * 4 * 0.02):.4g}")
+    finetune = plan.run_config(params, "digits/finetune/s0")  # its λ = 0 twin
+    assert finetune["lam"] == 0.0 and finetune["fields"] == {"arm": "finetune", "dataset": "digits", "seed": 0}
+    assert {k: v for k, v in finetune.items() if k not in ("name", "fields", "lam")} == {
+        k: v for k, v in posthoc.items() if k not in ("name", "fields", "lam")}
+    assert plan.ARMS[plan.POSTHOC].control == plan.FINETUNE and plan.ARMS[plan.LATE].control == plan.DENSE
     late = plan.run_config(params, "digits/late/at0.5-shift1.5-s0")
     assert late["fields"] == {"arm": "late", "dataset": "digits", "seed": 0, "start": 0.5, "shift": 1.5}
     assert late["lam"] == pytest.approx(1.5 * 116 * 0.1 / (0.1 * (4 - 22 / 8)), rel=5e-4)  # steps 4..7 only
@@ -111,8 +115,8 @@ def test_run_config_per_arm(params):
     assert late["init_from"] == "runs/digits/dense/s0/states/at0.5.pt" and late["init"] == "state"
     dense = plan.run_config(params, "digits/dense/s0")
     assert dense["lam"] == 0.0 and dense["prior_start_epoch"] == 0 and dense["epochs"] == budget
-    assert dense["save_states"] == {"at0.5": 1} and dense["init_from"] is None
-    assert pretrain["save_states"] == {} and posthoc["init"] == "weights"
+    assert dense["save_states"] == {"at0.5": 1, "end": budget} and dense["init_from"] is None
+    assert posthoc["save_states"] == {} == finetune["save_states"]
     own = plan.run_config(params, "digits/baseline/d8-own-s0")["model"]
     assert own == {**own, "arch": "resnet", "depth": 8, "width": 4, "activation": "relu"}
     shallow = plan.run_config(params, "digits/shallow/d3-own-s0")
@@ -139,15 +143,18 @@ def test_changing_one_shift_changes_only_its_runs(params, key, index, changed):
     assert {r for r in after if before.get(r) != after[r]} == changed
 
 
-def test_changing_posthoc_epochs_moves_the_dense_start_too(params):
-    """The post-hoc epochs come out of the pretrain run's, so the total stays the budget."""
+@pytest.mark.parametrize("key, value", [("epochs", 3), ("lr", 0.01)])
+def test_changing_the_posthoc_tail_changes_only_the_runs_after_the_dense_one(params, key, value):
+    """The post-hoc epochs and lr come after the dense run's B: they change the post-hoc runs and their
+    finetune control, never the dense run they continue."""
     params["datasets"]["digits"]["epochs"] = 5
     before = {r: plan.run_config(params, r) for r in plan.run_ids(params)}
     edited = copy.deepcopy(params)
-    edited["posthoc"]["epochs"] = 2
+    edited["posthoc"][key] = value
     after = {r: plan.run_config(edited, r) for r in plan.run_ids(edited)}
-    assert {r for r in after if before[r] != after[r]} == {"digits/pretrain/s0", "digits/posthoc/shift1.5-s0"}
-    assert after["digits/pretrain/s0"]["epochs"] == 3 and after["digits/posthoc/shift1.5-s0"]["epochs"] == 2
+    assert {r for r in after if before[r] != after[r]} == {"digits/finetune/s0", "digits/posthoc/shift1.5-s0"}
+    epochs = 5 + edited["posthoc"]["epochs"]
+    assert after["digits/finetune/s0"]["epochs"] == epochs == after["digits/posthoc/shift1.5-s0"]["epochs"]
 
 
 def test_widened_baselines_take_the_nearest_parameter_count(params):
@@ -163,24 +170,22 @@ def test_widened_baselines_take_the_nearest_parameter_count(params):
 
 @pytest.mark.parametrize("path", PARAMS_FILES)
 def test_equal_budgets_asserted_on_the_plan(path):
-    """Every compared network trains the dataset's budget B in all (post-hoc: its dense start's
-    B − P epochs, then P with the prior); only the dense start itself has less."""
+    """Every network trains the dataset's budget B in all, but the post-hoc runs and their finetune
+    control: the dense run's B, then P more (B + P)."""
     params = plan.load_params(ROOT / path)
     runs = plan.runs(params)
     assert {r.arm for r in runs} == set(plan.ARMS)  # every arm is in each shipped study
     for dataset, sizes in params["datasets"].items():
         budget, posthoc = sizes["epochs"], params["posthoc"]["epochs"]
         budgets = {r.id: plan.budget_epochs(params, r) for r in runs if r.fields["dataset"] == dataset}
-        compared = {r.id for r in runs if r.fields["dataset"] == dataset and r.arm != "pretrain"}
-        assert {r.arm for r in runs if r.id in compared} == set(plan.ARMS) - {"pretrain"}
-        assert {budgets[r] for r in compared} == {budget}, {r: b for r, b in budgets.items() if b != budget}
+        after = {plan.POSTHOC, plan.FINETUNE}
         for run in (r for r in runs if r.fields["dataset"] == dataset):
+            assert budgets[run.id] == (budget + posthoc if run.arm in after else budget), run.id
             config = plan.run_config(params, run.id)
-            if run.arm == "pretrain":
-                assert budgets[run.id] == config["epochs"] == budget - posthoc > 0
-            elif run.arm == "posthoc":  # its own epochs are P; the budget counts its start's
-                assert config["epochs"] == posthoc < budgets[run.id]
-                assert config["init_from"] == f"runs/{dataset}/pretrain/s{run.fields['seed']}/checkpoint.pt"
+            if run.arm in after:  # the dense run's final state, then P epochs
+                assert config["epochs"] == budget + posthoc and config["prior_start_epoch"] == budget
+                assert config["init_from"] == f"runs/{dataset}/dense/s{run.fields['seed']}/states/end.pt"
+                assert (config["lam"] > 0) == (run.arm == plan.POSTHOC)
             elif run.arm == "late":  # the dense run up to its prior start: B in all
                 assert config["epochs"] == budget and 0 < config["prior_start_epoch"] < budget
                 dense = plan.run_config(params, f"{dataset}/dense/s{run.fields['seed']}")
@@ -196,8 +201,8 @@ def test_budget_epochs_counts_the_checkpoint_a_run_starts_from(params, monkeypat
     params["datasets"]["digits"]["epochs"] = 7
     params["posthoc"]["epochs"] = 3
     by_id = {r.id: r for r in plan.runs(params)}
-    assert plan.budget_epochs(params, by_id["digits/pretrain/s0"]) == 4
-    assert plan.budget_epochs(params, by_id["digits/posthoc/shift1.5-s0"]) == 7
+    assert plan.budget_epochs(params, by_id["digits/finetune/s0"]) == 10
+    assert plan.budget_epochs(params, by_id["digits/posthoc/shift1.5-s0"]) == 10
     # a run that continues another from a state counts that run's epochs among its own
     assert plan.budget_epochs(params, by_id["digits/late/at0.5-shift1.5-s0"]) == 7
     monkeypatch.setitem(plan.ARMS, "late", dataclasses.replace(plan.ARMS["late"], init_state=None))
@@ -213,9 +218,10 @@ def test_the_dense_run_keeps_a_state_per_late_start(params):
     params["late"]["starts"] = [0.5, 0.25]
     params = plan.validate(params)
     dense = {ds: plan.run_config(params, f"{ds}/dense/s0") for ds in params["datasets"]}
-    assert dense["digits"]["save_states"] == {"at0.25": 1, "at0.5": 2}
-    assert dense["fashion_mnist"]["save_states"] == {"at0.25": 1, "at0.5": 3}  # halves rounded up
-    assert plan.state_keepers(params) == (["digits/dense/s0", "fashion_mnist/dense/s0"], ["at0.25", "at0.5"])
+    # and its final state, for the post-hoc and finetune runs
+    assert dense["digits"]["save_states"] == {"at0.25": 1, "at0.5": 2, "end": 4}
+    assert dense["fashion_mnist"]["save_states"] == {"at0.25": 1, "at0.5": 3, "end": 5}  # halves rounded up
+    assert plan.state_keepers(params) == (["digits/dense/s0", "fashion_mnist/dense/s0"], ["at0.25", "at0.5", "end"])
     assert plan.train_outputs("{run}", ["at0.5"])["state0"] == "runs/{run}/states/at0.5.pt"
     edited = copy.deepcopy(params)
     edited["late"]["shifts"] = [0.5]
@@ -223,14 +229,41 @@ def test_the_dense_run_keeps_a_state_per_late_start(params):
     assert all(not plan.run_config(params, run)["save_states"] for run in plan.run_ids(params) if "/dense/" not in run)
 
 
-@pytest.mark.parametrize("epochs", [2, 3])
-def test_posthoc_epochs_of_the_whole_budget_are_refused(params, epochs):
-    params["posthoc"]["epochs"] = epochs  # the tiny budget is 2: no epochs left for the dense start
+def test_posthoc_epochs_are_extra_epochs(params):
+    """P comes after the dense run's B: any P >= 1, however it compares with B."""
+    params["posthoc"]["epochs"] = 3  # the tiny budget is 2
+    plan.validate(params, source="tiny")
+    params["posthoc"]["epochs"] = 0
+    with pytest.raises(UserError, match=r"posthoc\.epochs: 0 is less than the minimum of 1"):
+        plan.validate(params, source="tiny")
+
+
+def test_a_grid_per_dataset_gives_each_dataset_its_own_runs(params):
+    params["datasets"]["fashion_mnist"] = {**params["datasets"]["digits"], "pool": 2}
+    params["sweep"]["shifts"] = {"digits": [0.2], "fashion_mnist": [0.9, 1.5]}
+    params["late"]["shifts"] = {"fashion_mnist": [0.7], "digits": [1.5]}
+    runs = plan.run_ids(plan.validate(params, source="tiny"))
+    assert [r for r in runs if "/sparse/" in r] == [
+        "digits/sparse/shift0.2-s0", "fashion_mnist/sparse/shift0.9-s0", "fashion_mnist/sparse/shift1.5-s0"]
+    assert [r for r in runs if "/late/" in r] == [
+        "digits/late/at0.5-shift1.5-s0", "fashion_mnist/late/at0.5-shift0.7-s0"]
+    assert [r for r in runs if "/posthoc/" in r] == ["digits/posthoc/shift1.5-s0", "fashion_mnist/posthoc/shift1.5-s0"]
+
+
+@pytest.mark.parametrize("grid, message", [
+    ({"digits": [0.2]}, "sweep.shifts: no grid for fashion_mnist"),
+    ({"digits": [0.2], "fashion_mnist": [1.0], "cifar10": [1.0]}, "sweep.shifts: cifar10 is not in datasets"),
+    ({"digits": [0.2], "fashion_mnist": [-1]},
+     "sweep.shifts.fashion_mnist[0]: -1 is less than or equal to the minimum"),
+    ({"digits": [0.2], "fashion_mnist": []}, "sweep.shifts.fashion_mnist: [] should be non-empty"),
+    ({}, "sweep.shifts: {} should be non-empty"),
+])
+def test_a_grid_per_dataset_names_exactly_the_datasets(params, grid, message):
+    params["datasets"]["fashion_mnist"] = {**params["datasets"]["digits"], "pool": 2}
+    params["sweep"]["shifts"] = grid
     with pytest.raises(UserError, match="tiny") as info:
         plan.validate(params, source="tiny")
-    assert f"posthoc.epochs: {epochs} must be less than datasets.digits.epochs (2)" in str(info.value)
-    params["posthoc"]["epochs"] = 1
-    plan.validate(params, source="tiny")
+    assert message in str(info.value)
 
 
 def test_runs_carry_their_fields_and_ids_are_unique(params):

@@ -218,8 +218,14 @@ TIMINGS = ("wall_time_s", "images_per_s")
 
 
 def dense_and_late(data) -> tuple[dict, dict]:
-    return (config(data, name="toy/dense", save_states={"at0.5": 2}, **LATE),
+    return (config(data, name="toy/dense", save_states={"at0.5": 2, "end": 4}, **LATE),
             config(data, name="toy/late", lam=20.0, prior_start_epoch=2, **LATE))
+
+
+def posthoc_config(data, **schedule) -> dict:
+    """A post-hoc run: the dense run's cycle of 4 epochs, then 2 more at a constant lr, the prior on."""
+    return config(data, name="toy/posthoc", lam=20.0, prior_start_epoch=4, **(LATE | {"epochs": 6}),
+                  schedule={"epochs": 4, "tail_lr": 0.01, **schedule})
 
 
 @pytest.fixture(scope="module")
@@ -273,6 +279,34 @@ def test_a_late_run_continued_from_the_dense_state_is_the_run_from_scratch(toy_d
     # It trained epochs 3 and 4 only: the first two rows' wall times are the dense run's, not its own.
     times = [line.rsplit(",", 1)[1] for line in (tmp_path / "continued" / "history.csv").read_text().splitlines()]
     assert times[1:3] == ["", ""] and all(float(t) > 0 for t in times[3:])
+
+
+def test_a_posthoc_run_continued_from_the_dense_final_state_is_the_run_from_scratch(toy_data, dense_run, tmp_path):
+    """The dense run keeps its state after its last epoch (end); a post-hoc run continues it for 2 more
+    epochs at its tail lr, bit for bit the run of 6 epochs from scratch with the same cycle of 4."""
+    kept = load_checkpoint(dense_run / "states" / "end.pt")
+    assert kept["epoch"] == 4 and kept["config"]["name"] == "toy/dense" and "save_states" not in kept["config"]
+    assert same(kept["model"], load_checkpoint(dense_run / "checkpoint.pt")["model"])
+    posthoc = posthoc_config(toy_data)
+    train(posthoc, tmp_path / "scratch", progress=False)
+    metrics = train(dict(posthoc, init_from=str(dense_run / "states" / "end.pt"), init="state"),
+                    tmp_path / "continued", progress=False)
+    scratch, continued = (training_state(tmp_path / d / "checkpoint.pt") for d in ("scratch", "continued"))
+    assert scratch.keys() == continued.keys() and same(scratch, continued)
+    assert without_timings(tmp_path / "scratch") == without_timings(tmp_path / "continued")
+    assert metrics["budget_epochs"] == 6 and metrics["prior_start_epoch"] == 4
+    assert kept["prior_shift"] == 0 < metrics["max_prior_shift"]
+    lrs = [float(line.split(",")[1]) for line in (tmp_path / "continued" / "history.csv").read_text().splitlines()[1:]]
+    assert lrs[4:] == [0.01, 0.01] and lrs[3] < 0.01  # the cycle ends at 0; then the tail's constant lr
+
+
+@pytest.mark.parametrize("schedule", [{"epochs": 5}, {"epochs": 3}])
+def test_a_posthoc_run_of_another_cycle_is_refused(toy_data, dense_run, tmp_path, schedule):
+    posthoc = posthoc_config(toy_data, **schedule) | {"init_from": str(dense_run / "states" / "end.pt"),
+                                                      "init": "state"}
+    with pytest.raises(UserError, match=r"toy/posthoc: init_from .*end\.pt is the state of run toy/dense after "
+                                        r"epoch 4, whose config differs from this run's in those epochs: schedule$"):
+        train(posthoc, tmp_path / "posthoc", progress=False)
 
 
 @pytest.mark.parametrize("change, differs", [
@@ -354,7 +388,8 @@ def test_killed_dense_and_late_runs_resume_to_the_same_bytes(toy_data, dense_run
     ({"init_from": "/nonexistent/ckpt.pt"}, "init_from: file not found: /nonexistent/ckpt.pt"),
     ({"threads": 0}, "threads: 0 is less than the minimum of 1"),
     ({"init": "state"}, "init: state needs init_from, the state to continue"),
-    ({"save_states": {"x": 3}}, "save_states.x: 3 is not before the last epoch (3)"),
+    ({"save_states": {"x": 4}}, "save_states.x: 4 is after the last epoch (3)"),
+    ({"epochs": 4, "schedule": {"epochs": 3}}, "schedule.tail_lr: needed, the lr of the epochs after the cycle"),
     ({"save_states": {"../x": 1}}, "save_states: '../x' does not match"),
 ])
 def test_bad_config_exits_nonzero_naming_the_key_and_the_file(toy_data, tmp_path, change, fragment, capsys):
@@ -391,7 +426,7 @@ def test_lr_schedule_warms_up_then_decays():
     cfg = validate_config({"data": "x", "optimizer": {"lr": 1.0}, "schedule": {"kind": "cosine",
                                                                                 "warmup_epochs": 1}},
                           check_files=False)
-    lrs = [lr_at(cfg, s, 100, 10) for s in range(100)]
+    lrs = [lr_at(cfg, s, 10) for s in range(100)]
     assert lrs[0] < lrs[5] < lrs[9] <= 1.0 and max(lrs) == pytest.approx(1.0, abs=0.1)
     assert lrs[-1] < 0.01 and all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
 
@@ -435,9 +470,20 @@ def test_bad_model_depth_in_a_run_config_is_a_user_error(toy_data, tmp_path, cap
     assert "run toy/sparse/test: model: resnet depth must be 6n+2" in err and "Traceback" not in err
 
 
+def test_after_the_cycle_the_lr_is_the_constant_tail():
+    cfg = validate_config({"data": "x", "epochs": 5, "optimizer": {"lr": 1.0},
+                           "schedule": {"kind": "onecycle", "warmup_epochs": 0, "epochs": 3, "tail_lr": 0.01}},
+                          check_files=False)
+    lrs = [lr_at(cfg, s, 10) for s in range(50)]
+    whole = validate_config({"data": "x", "epochs": 3, "optimizer": {"lr": 1.0},
+                             "schedule": {"kind": "onecycle", "warmup_epochs": 0}}, check_files=False)
+    assert lrs[:30] == [lr_at(whole, s, 10) for s in range(30)]  # the cycle of a 3-epoch run
+    assert lrs[30:] == [0.01] * 20
+
+
 def test_a_warmup_longer_than_the_run_still_decays(toy_data):
     cfg = validate_config(config(toy_data, epochs=2, schedule=dict(kind="onecycle", warmup_epochs=5)))
-    lrs = [lr_at(cfg, s, 20, 10) for s in range(20)]
+    lrs = [lr_at(cfg, s, 10) for s in range(20)]
     assert max(lrs) == pytest.approx(0.1, rel=0.15) and lrs[-1] < 0.01
 
 

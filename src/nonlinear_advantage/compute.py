@@ -2,8 +2,8 @@
 
 **Asked** (the train rule's ``resources``; no torch: the Snakefile calls this while it is parsed).
 A training job's time limit is its work, epochs × training images, times a per-architecture
-cost, from the plan's resolved run config (a post-hoc run's own epochs, a baseline's
-architecture):
+cost, from the plan's resolved run config (the epochs the job trains, :func:`plan.trained_epochs`:
+a late run's B − start, a post-hoc run's P; a baseline's architecture):
 
     runtime = ceil(startup_minutes + margin · epochs · train_size · seconds_per_image[arch] / 60),
               at least min_minutes, and × the attempt (a retry after a timeout gets more time)
@@ -68,7 +68,7 @@ def train_minutes(params: dict, run_id: str, cal: Calibration, attempt: int = 1)
         raise UserError(f"run {run_id}: the profile's config.{CONFIG_KEY}.seconds_per_image has no cost for "
                         f"architecture {arch!r}")
     images = params["datasets"][config["fields"]["dataset"]]["train_size"]
-    seconds = cal.margin * config["epochs"] * images * cal.seconds_per_image[arch]
+    seconds = cal.margin * plan.trained_epochs(config) * images * cal.seconds_per_image[arch]
     return max(cal.min_minutes, math.ceil(cal.startup_minutes + seconds / 60)) * attempt
 
 
@@ -102,6 +102,13 @@ def read_benchmark(path: Path) -> dict[str, float] | None:
         return None
 
 
+def _trained_epochs(row: dict) -> int:
+    """The epochs a summary row's job trained: from the state it continued (its prior start) on."""
+    arm = plan.ARMS.get(row["arm"])
+    continued = arm is not None and arm.init_state is not None
+    return int(row["epochs"]) - (int(row.get("prior_start_epoch") or 0) if continued else 0)
+
+
 def per_arm(summary_rows: list[dict], root, train_sizes: dict[str, int]) -> list[dict]:
     """Per arm (in the arm table's order): jobs with a benchmark, their wall-clock and CPU seconds,
     the largest resident memory, and wall-clock seconds per training image-epoch."""
@@ -116,7 +123,7 @@ def per_arm(summary_rows: list[dict], root, train_sizes: dict[str, int]) -> list
         arm["seconds"] += bench["s"]
         arm["cpu_seconds"] += bench.get("cpu_time", 0.0)
         arm["max_rss_mb"] = max(arm["max_rss_mb"], bench.get("max_rss", 0.0))
-        arm["image_epochs"] += int(row["epochs"]) * train_sizes.get(row["dataset"], 0)
+        arm["image_epochs"] += _trained_epochs(row) * train_sizes.get(row["dataset"], 0)
     for arm in out.values():
         arm["seconds_per_image"] = arm["seconds"] / arm["image_epochs"] if arm["image_epochs"] else None
     order = list(plan.ARMS)

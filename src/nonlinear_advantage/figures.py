@@ -379,7 +379,7 @@ def training_curves(df: pd.DataFrame, runs: Path) -> Figure:
             if not path.is_file():
                 continue
             h = pd.read_csv(path)
-            # epochs since initialization: a post-hoc run's follow its dense start's
+            # epochs since initialization (a run that continues another holds that run's epochs too)
             h["epoch"] += int(row.budget_epochs) - int(row.epochs)
             acc = "val_acc" if "val_acc" in h else "test_acc"
             style = dict(color=ARM_COLORS[plan.DENSE] if arm == plan.DENSE else f"C{k}", lw=1.2, label=label)
@@ -523,7 +523,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         lambda df, study, th: training_curves(df, study.runs),
         lambda df, th: "Validation accuracy and fraction of nonlinear channels per epoch for the dense "
         "run, sparse runs at the smallest, middle and largest λ, and the post-hoc run at the middle λ "
-        "(first seed), against epochs since initialization: a post-hoc run's follow its dense start's.",
+        "(first seed), against epochs since initialization: post-hoc and late runs continue the dense run's.",
     ),
 )
 

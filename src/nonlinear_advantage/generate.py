@@ -3,8 +3,11 @@
 * ``dvc.yaml``: ``configure`` (every run's resolved config, from params.yaml), one train stage
   per arm of the plan's arm table, each a DVC ``matrix`` over the params keys that list the
   arm's runs (``dvc exp run -S`` still changes a sweep) and depending on its run's config file,
-  not on params.yaml; then one measure stage for the study, aggregate, the study's metrics
-  (results/metrics.json, DVC's metrics file), figures and report. Every stage's deps include its
+  not on params.yaml; an arm whose grid params.yaml gives per dataset (a mapping, plan.GRIDS)
+  gets a stage per dataset, ``train_ARM_DATASET``, over ``${sweep.shifts.DATASET}``: so dvc.yaml
+  follows the form of params.yaml's grids, and ``generate --check`` says when it no longer does;
+  then one measure stage for the study, aggregate, the study's metrics (results/metrics.json,
+  DVC's metrics file), figures and report. Every stage's deps include its
   code (plan.code_files). Top-level ``plots:``: accuracy against APL and training curves, a plot
   per dataset and a series per arm (aggregate --plots; the templates are .dvc/plots/*.json), and
   every figure of the report as an image;
@@ -49,7 +52,17 @@ def _configure_stage() -> dict:
     }
 
 
-def _train_stage(name: str, arm: plan.Arm) -> dict:
+def _axis(field: str, key: str, dataset: str | None, split) -> list | str:
+    """A matrix axis: the params key that lists its values (DVC interpolates it), that key's entry for
+    ``dataset`` if the grid is given per dataset, or the one dataset itself."""
+    if dataset and field == "dataset":
+        return [dataset]
+    return f"${{{key}.{dataset}}}" if key in split else f"${{{key}}}"
+
+
+def _train_stage(name: str, arm: plan.Arm, dataset: str | None = None, split=()) -> dict:
+    """An arm's train stage: a matrix over its axes; for one ``dataset``, over that dataset's grid of
+    each key in ``split`` (given per dataset in params.yaml)."""
     run = _item(plan.pattern(name))
     deps = [_item(plan.config_path(plan.pattern(name))), _item(plan.data_path("{dataset}"))]
     if arm.init_from:
@@ -63,7 +76,7 @@ def _train_stage(name: str, arm: plan.Arm) -> dict:
         # the directory (each continuing run depends on its one file in it).
         outs.append(f"runs/{run}/{plan.STATES_DIR}")
     return {
-        "matrix": {field: f"${{{key}}}" for field, key in arm.all_axes().items()},
+        "matrix": {field: _axis(field, key, dataset, split) for field, key in arm.all_axes().items()},
         "cmd": f"python -m nonlinear_advantage train --config {deps[0]} --out runs/{run}",
         "deps": deps + plan.code_files("trainer"),
         "outs": outs,
@@ -145,10 +158,21 @@ def _plots() -> list:
     return series + [f"reports/figures/{spec.stem}.png" for spec in FIGURES]
 
 
-def dvc_yaml() -> str:
-    stages = {"configure": _configure_stage()} | _data_stages()
-    stages |= {f"train_{name}": _train_stage(name, arm) for name, arm in plan.ARMS.items()}
-    stages |= _study_stages()
+def _train_stages(params: dict) -> dict:
+    """A train stage per arm; per arm and dataset for an arm with a grid per dataset."""
+    stages = {}
+    for name, arm in plan.ARMS.items():
+        split = [key for key in arm.axes.values() if key in plan.GRIDS and plan.per_dataset(params, key)]
+        if not split:
+            stages[f"train_{name}"] = _train_stage(name, arm)
+        for dataset in params["datasets"] if split else ():
+            stages[f"train_{name}_{dataset}"] = _train_stage(name, arm, dataset, split)
+    return stages
+
+
+def dvc_yaml(params: dict) -> str:
+    """dvc.yaml for the params in ``PARAMS`` (its grids' form decides the train stages)."""
+    stages = {"configure": _configure_stage()} | _data_stages() | _train_stages(params) | _study_stages()
     intro = (
         "# The study for `dvc repro`: the same commands and outputs as the Snakefile, derived from the\n"
         "# plan's arm table (src/nonlinear_advantage/plan.py). Edit that, not this file.\n"
@@ -165,9 +189,9 @@ def captions_rst() -> str:
     return "\n".join(lines) + "\n"
 
 
-def outputs() -> dict[str, str]:
-    """File (relative to the checkout) -> the text it must hold."""
-    return {DVC_FILE: dvc_yaml(), CAPTIONS_FILE: captions_rst()}
+def outputs(root: Path = Path(".")) -> dict[str, str]:
+    """File (relative to the checkout ``root``) -> the text it must hold, given its params.yaml."""
+    return {DVC_FILE: dvc_yaml(plan.load_params(root / PARAMS)), CAPTIONS_FILE: captions_rst()}
 
 
 def add_cli(subparsers) -> None:
@@ -181,13 +205,14 @@ def add_cli(subparsers) -> None:
 def _main(args) -> int:
     from .errors import UserError
 
-    stale = [name for name, text in outputs().items()
+    expected = outputs(args.root)
+    stale = [name for name, text in expected.items()
              if not (args.root / name).is_file() or (args.root / name).read_text() != text]
     if args.check:
         if stale:
             raise UserError(f"out of date: {', '.join(stale)}; run `{COMMAND}`")
         print("generated files are up to date")
         return 0
-    fileio.write_files({args.root / name: text for name, text in outputs().items()})
-    print(f"wrote {', '.join(outputs())}" + (f" ({len(stale)} changed)" if stale else " (unchanged)"))
+    fileio.write_files({args.root / name: text for name, text in expected.items()})
+    print(f"wrote {', '.join(expected)}" + (f" ({len(stale)} changed)" if stale else " (unchanged)"))
     return 0

@@ -7,7 +7,7 @@ dvc.yaml, aggregate, the figures and the report all derive from it. A run id is 
 directory under ``runs/``:
 
     digits/dense/s0            digits/sparse/shift0.9-s0    digits/posthoc/shift0.9-s0
-    digits/baseline/d8-own-s0  digits/baseline/d8-wide-s0
+    digits/baseline/d8-own-s0  digits/baseline/d8-wide-s0   digits/finetune/s0
 
 A run's fields (dataset, arm, shift, seed, ...) travel as data in its config (``fields``), so
 nothing parses an id back. ``configure`` writes every run's resolved config to
@@ -15,7 +15,8 @@ nothing parses an id back. ``configure`` writes every run's resolved config to
 arm or registry row leaves the configs of existing runs, and so their training, as they are.
 A grid value is written as ``str(value)`` of the YAML number, which
 is how DVC interpolates it too. Grids are prior shifts (how far the prior can move a slope over
-the run, see schedule.py); each run's λ is computed from its shift. No torch here: the
+the run, see schedule.py); each run's λ is computed from its shift. A grid is one list for every
+dataset, or a mapping from each dataset to its own (GRIDS). No torch here: the
 Snakefile imports this module, and ``snakemake -n`` must stay fast.
 """
 
@@ -62,7 +63,8 @@ def params_schema() -> dict:
 def validate(params, source: str = "params") -> dict:
     """Check ``params`` against the schema; raise UserError listing every problem by key."""
     params = schemas.check(params, params_schema(), source)
-    # What JSON schema cannot say: each architecture's own depth rule, and the post-hoc budget.
+    # What JSON schema cannot say: each architecture's own depth rule, the late starts' epochs, and
+    # that a grid per dataset names exactly the study's datasets.
     depths = {("model.depth", params["model"]["arch"]): params["model"]["depth"]}
     base = params["baseline"]
     depths |= {(f"baseline.depths[{i}]", params["model"]["arch"]): d for i, d in enumerate(base["depths"])}
@@ -80,10 +82,13 @@ def validate(params, source: str = "params") -> dict:
                                 f"datasets.{name}.epochs ({sizes['epochs']}) starts the prior at epoch {epoch}: it "
                                 "must fall strictly inside the budget, at an epoch no other start has")
         _check_dataset(name, sizes, source)
-        if params["posthoc"]["epochs"] >= sizes["epochs"]:
-            raise UserError(f"{source} is invalid:\n  posthoc.epochs: {params['posthoc']['epochs']} must be less than "
-                            f"datasets.{name}.epochs ({sizes['epochs']}): post-hoc runs start from a dense net of "
-                            "the budget less the post-hoc epochs")
+    for key in GRIDS:
+        grid = lookup(params, key)
+        if isinstance(grid, dict) and set(grid) != set(params["datasets"]):
+            missing, extra = sorted(set(params["datasets"]) - set(grid)), sorted(set(grid) - set(params["datasets"]))
+            what = f"no grid for {', '.join(missing)}" if missing else f"{', '.join(extra)} is not in datasets"
+            raise UserError(f"{source} is invalid:\n  {key}: {what}: a grid per dataset names exactly the "
+                            "datasets of `datasets:`")
     return params
 
 
@@ -126,30 +131,38 @@ def load_params(path) -> dict:
     return validate(read_params(path), source=str(path))
 
 
-def lookup(params: dict, key: str):
-    """The value at a dotted params key (``sweep.shifts``); a mapping gives its keys."""
+# The grids that may be given per dataset: a mapping from each dataset's name to its list.
+GRIDS = ("sweep.shifts", "posthoc.shifts", "late.shifts")
+
+
+def lookup(params: dict, key: str, dataset: str | None = None):
+    """The value at a dotted params key (``sweep.shifts``); of a grid given per dataset (GRIDS),
+    ``dataset``'s list."""
     value = params
     for part in key.split("."):
         value = value[part]
-    return list(value) if isinstance(value, dict) else value
+    return value[dataset] if key in GRIDS and isinstance(value, dict) and dataset is not None else value
+
+
+def per_dataset(params: dict, key: str) -> bool:
+    """Whether a grid is given per dataset (a mapping) rather than one list for every dataset."""
+    return isinstance(lookup(params, key), dict)
 
 
 # ---- the arm table ---------------------------------------------------------------------------
 # Arm names: analysis, figures and report import these; no other module spells one.
-BASELINE, SHALLOW, DENSE, SPARSE, PRETRAIN, POSTHOC, LATE = (
-    "baseline", "shallow", "dense", "sparse", "pretrain", "posthoc", "late")
-FINETUNE = "finetune"  # the post-hoc arm's λ = 0 twin: what its extra training alone does
-
-
-def _pretrain(params: dict, fields: dict, config: dict) -> None:
-    # The dense start of the post-hoc runs: the budget less the post-hoc epochs, so that every
-    # post-hoc network has trained as many epochs in all as the dense and sparse ones.
-    config["epochs"] -= params["posthoc"]["epochs"]
+BASELINE, SHALLOW, DENSE, SPARSE, FINETUNE, POSTHOC, LATE = (
+    "baseline", "shallow", "dense", "sparse", "finetune", "posthoc", "late")
 
 
 def _posthoc(params: dict, fields: dict, config: dict) -> None:
-    config["epochs"] = params["posthoc"]["epochs"]
-    config["optimizer"]["lr"] = params["posthoc"]["lr"]
+    # Post-hoc as the paper means it: the dense run's final state (its lr cycle of B epochs), then P
+    # more epochs at a small constant lr, the prior on from B. Budget B + P; finetune, its λ = 0 twin,
+    # trains the same P epochs without the prior.
+    budget = config["epochs"]
+    config["schedule"] |= {"epochs": budget, "tail_lr": params["posthoc"]["lr"]}
+    config["epochs"] = budget + params["posthoc"]["epochs"]
+    config["prior_start_epoch"] = budget
 
 
 def start_epoch(start: float, budget: int) -> int:
@@ -212,10 +225,10 @@ ARMS: dict[str, Arm] = {
                  axes={"depth": "baseline.plain_depths", "kind": "baseline.widths"}, configure=_shallow),
     DENSE: Arm("dense"),
     SPARSE: Arm("sparse (from scratch)", "shift{shift}-s{seed}", axes={"shift": "sweep.shifts"}),
-    PRETRAIN: Arm("dense start of post-hoc", configure=_pretrain),
-    FINETUNE: Arm("post-hoc control (λ = 0)", "s{seed}"),
+    FINETUNE: Arm("post-hoc control (λ = 0)", configure=_posthoc, init_from=DENSE, init_state="end"),
     POSTHOC: Arm("post-hoc", "shift{shift}-s{seed}", axes={"shift": "posthoc.shifts"}, configure=_posthoc,
-                 init_from=PRETRAIN, control=FINETUNE),
+                 init_from=DENSE, init_state="end", control=FINETUNE),
+    # Its control is the dense run itself: a late run without the prior, continuing the dense state, is it.
     LATE: Arm("late start", "at{start}-shift{shift}-s{seed}", axes={"start": "late.starts", "shift": "late.shifts"},
               configure=_late, init_from=DENSE, init_state="at{start}", control=DENSE),
 }
@@ -243,7 +256,7 @@ def _entries(params: dict, arms) -> list[Run]:
     for dataset, seed in itertools.product(params["datasets"], params["seeds"]):
         for name in arms:
             arm = ARMS[name]
-            values = [lookup(params, key) for key in arm.axes.values()]
+            values = [lookup(params, key, dataset) for key in arm.axes.values()]
             for combo in itertools.product(*values):
                 fields = {"dataset": dataset, "seed": seed, **dict(zip(arm.axes, combo, strict=True))}
                 out.append(Run(pattern(name).format(**fields), name, fields))
@@ -316,6 +329,12 @@ def kept_states(params: dict, run: Run) -> dict[str, int]:
         if (entry.fields["dataset"], entry.fields["seed"]) == (run.fields["dataset"], run.fields["seed"]):
             kept[ARMS[entry.arm].init_state.format(**entry.fields)] = _resolve(params, entry)["prior_start_epoch"]
     return dict(sorted(kept.items()))
+
+
+def trained_epochs(config: dict) -> int:
+    """The epochs a run's job trains: a run that continues a kept state starts after its epoch, which
+    is the run's prior start (kept_states): a late run trains B − start, a post-hoc or finetune run P."""
+    return config["epochs"] - (config["prior_start_epoch"] if config["init"] == "state" else 0)
 
 
 def run_inputs(params: dict, run_id: str) -> dict[str, str]:

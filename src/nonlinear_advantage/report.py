@@ -59,10 +59,12 @@ PENALTY = (
     "every arm (a fixed λ pulls far less in a short post-hoc run than from scratch)."
 )
 BUDGET = (
-    "Every compared network trains the same number of epochs since initialization, B (budget_epochs in "
-    "summary.csv): dense, sparse and late-start runs train B epochs in one run; a post-hoc run fine-tunes "
-    "with the prior for P epochs from a dense start of B − P epochs (its own schedule), so the nonlinear "
-    "advantage is not bought with extra training; a late-start run switches the prior on at epoch s·B."
+    "Dense, sparse and late-start runs train the same budget of B epochs since initialization "
+    "(budget_epochs in summary.csv); a late-start run is the dense run up to epoch s·B, where its prior "
+    "switches on. A post-hoc run continues the fully trained dense run (its optimiser state included) for "
+    "P more epochs at a small learning rate with the prior on: budget B + P. Its λ = 0 twin, the post-hoc "
+    "control, does the same without the prior, so the nonlinear advantage is measured net of what the "
+    "extra epochs alone do (post-hoc − control, against from scratch − dense)."
 )
 VERDICT_COLORS = {"supported": "#1a7f37", "contradicted": "#b3261e", "inconclusive": "#b35900"}
 APL_DEFINITION = (

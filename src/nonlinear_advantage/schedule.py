@@ -4,8 +4,8 @@ computes each run's λ from the same arithmetic the trainer runs.
 Under the prior a slope moves at most lr·λ/(C·(1 − μ)) per step (``prelu.prox_threshold``), so
 over a run at most λ·Σlr/(C·(1 − μ)): the run's *prior shift* (``max_prior_shift`` in its
 metrics). A slope starts 1 − slope_init from linear, and a fixed λ means a different shift in
-every arm (post-hoc trains fewer epochs at its own lr), so params.yaml gives each arm's grid as
-shifts and the plan turns them into λ (:func:`lam_for_shift`).
+every arm (post-hoc trains a few epochs at a small constant lr after the dense cycle), so
+params.yaml gives each arm's grid as shifts and the plan turns them into λ (:func:`lam_for_shift`).
 """
 
 from __future__ import annotations
@@ -14,12 +14,21 @@ import math
 from functools import cache
 
 
-def lr_at(cfg: dict, step: int, total: int, steps_per_epoch: int) -> float:
-    """Learning rate at a step: linear warm-up, then one-cycle (linear) or cosine decay.
+def cycle_epochs(cfg: dict) -> int:
+    """The span of the warm-up and decay: ``schedule.epochs``, else the whole run. A post-hoc run
+    continues the dense run's cycle (span B) and trains on after it at ``schedule.tail_lr``."""
+    return cfg["schedule"].get("epochs") or cfg["epochs"]
 
-    The warm-up takes at most half the run, so a short run (a post-hoc fine-tune) still decays.
+
+def lr_at(cfg: dict, step: int, steps_per_epoch: int) -> float:
+    """Learning rate at a step: linear warm-up, then one-cycle (linear) or cosine decay over the
+    cycle's span; after it, the constant ``schedule.tail_lr``.
+
+    The warm-up takes at most half the cycle, so a short cycle still decays.
     """
-    peak = cfg["optimizer"]["lr"]
+    peak, total = cfg["optimizer"]["lr"], cycle_epochs(cfg) * steps_per_epoch
+    if step >= total:
+        return cfg["schedule"]["tail_lr"]
     warm = min(total // 2, round(cfg["schedule"]["warmup_epochs"] * steps_per_epoch))
     if step < warm:
         return peak * (step + 1) / (warm + 1)
@@ -36,15 +45,18 @@ def steps_per_epoch(train_size: int, batch_size: int) -> int:
 
 def prior_lr_sum(cfg: dict, train_size: int) -> float:
     """Σ lr over the steps where the prior is on (from ``prior_start_epoch`` to the end)."""
-    return _lr_sum(cfg["optimizer"]["lr"], cfg["schedule"]["kind"], cfg["schedule"]["warmup_epochs"],
-                   steps_per_epoch(train_size, cfg["batch_size"]), cfg["epochs"], cfg["prior_start_epoch"])
+    sched = cfg["schedule"]
+    return _lr_sum(cfg["optimizer"]["lr"], sched["kind"], sched["warmup_epochs"], cycle_epochs(cfg),
+                   sched.get("tail_lr"), steps_per_epoch(train_size, cfg["batch_size"]), cfg["epochs"],
+                   cfg["prior_start_epoch"])
 
 
 @cache  # every run of an arm and dataset shares it, and a paper-scale plan has ~50,000 steps a run
-def _lr_sum(peak: float, kind: str, warmup_epochs: float, per_epoch: int, epochs: int, start_epoch: int) -> float:
-    cfg = {"optimizer": {"lr": peak}, "schedule": {"kind": kind, "warmup_epochs": warmup_epochs}}
-    total = per_epoch * epochs
-    return math.fsum(lr_at(cfg, step, total, per_epoch) for step in range(start_epoch * per_epoch, total))
+def _lr_sum(peak: float, kind: str, warmup_epochs: float, cycle: int, tail_lr: float | None, per_epoch: int,
+            epochs: int, start_epoch: int) -> float:
+    cfg = {"optimizer": {"lr": peak}, "epochs": epochs,
+           "schedule": {"kind": kind, "warmup_epochs": warmup_epochs, "epochs": cycle, "tail_lr": tail_lr}}
+    return math.fsum(lr_at(cfg, step, per_epoch) for step in range(start_epoch * per_epoch, per_epoch * epochs))
 
 
 def lam_for_shift(shift: float, cfg: dict, train_size: int, channels: int) -> float:

@@ -10,7 +10,8 @@ params.yaml --run RUN_ID``) writes into DIR:
 * ``history.csv``, one row per epoch; ``metrics.json``, the final figures;
 * ``config.yaml``, the resolved run config;
 * ``states/NAME.pt`` for each entry of ``save_states``: the full state after that epoch, which
-  a run with ``init: state`` continues (the late-start runs continue the dense run).
+  a run with ``init: state`` continues (the late-start runs continue the dense run after their
+  prior's start, the post-hoc and finetune runs after its last epoch).
 
 A hard link ``.resume.pt`` follows ``checkpoint.pt``: Snakemake deletes a failed job's
 declared outputs, and the link keeps the last good epoch so the same command resumes
@@ -46,7 +47,7 @@ from .models import build_model, builder_path, load_builder, parameter_count
 from .optim import SGD
 from .prelu import nonlinearity_penalty, parameter_groups, prox_threshold, proximal_step_, sparse_prelus
 from .prepared import check_prepared, load_prepared
-from .schedule import lr_at, steps_per_epoch
+from .schedule import cycle_epochs, lr_at, steps_per_epoch
 
 # The columns of history.csv and the keys of metrics.json: the contract aggregate, the figures
 # and the tests' synthetic study keep to.
@@ -76,9 +77,12 @@ def validate_config(given, source: str = "run config", check_files: bool = True)
     if cfg["init"] == "state" and not cfg["init_from"]:
         raise UserError(f"{source} is invalid:\n  init: state needs init_from, the state to continue")
     for name, epoch in cfg["save_states"].items():
-        if epoch >= cfg["epochs"]:
-            raise UserError(f"{source} is invalid:\n  save_states.{name}: {epoch} is not before the last epoch "
-                            f"({cfg['epochs']}): the state after it is checkpoint.pt")
+        if epoch > cfg["epochs"]:  # the last epoch's state may be kept: the post-hoc runs continue it
+            raise UserError(f"{source} is invalid:\n  save_states.{name}: {epoch} is after the last epoch "
+                            f"({cfg['epochs']})")
+    if cfg["epochs"] > cycle_epochs(cfg) and cfg["schedule"].get("tail_lr") is None:
+        raise UserError(f"{source} is invalid:\n  schedule.tail_lr: needed, the lr of the epochs after the cycle "
+                        f"(schedule.epochs {cycle_epochs(cfg)} of epochs {cfg['epochs']})")
     if check_files:
         for key in ("data", "init_from"):
             if cfg[key] is not None and not Path(cfg[key]).is_file():
@@ -428,17 +432,23 @@ def setup(cfg: dict, out: Path) -> Session:
 
 
 # What a run that continues another may set otherwise: its name and place, where it starts and what it
-# keeps, its prior (compared where it is on: before the state's epoch), and the runtime switches (they
-# change the bits, not what is computed).
-_NOT_PREFIX = ("name", "fields", "init_from", "init", "save_states", "lam", "prior_start_epoch", "threads", "device",
-               "precision", "channels_last", "compile")
+# keeps, its prior (compared where it is on: before the state's epoch), its length (its lr cycle's span
+# is compared instead) and the runtime switches (they change the bits, not what is computed).
+_NOT_PREFIX = ("name", "fields", "init_from", "init", "save_states", "lam", "prior_start_epoch", "epochs", "threads",
+               "device", "precision", "channels_last", "compile")
 
 
 def _prefix(cfg: dict, epoch: int) -> dict:
-    """What decides a run's first ``epoch`` epochs: its config, its prior only where it is on before then."""
+    """What decides a run's first ``epoch`` epochs: its config, with its lr cycle's span in place of its
+    length and the lr after the cycle only where it falls before then, and its prior only where it is on
+    before then. A post-hoc run (cycle B, then tail_lr) is so the dense run of B epochs up to B."""
     out = {key: value for key, value in cfg.items() if key not in _NOT_PREFIX}
+    schedule = dict(cfg.get("schedule") or {})
+    schedule["epochs"] = schedule.get("epochs") or cfg.get("epochs")
+    if schedule["epochs"] is None or schedule["epochs"] >= epoch:
+        schedule.pop("tail_lr", None)
     lam, start = cfg.get("lam", 0.0), cfg.get("prior_start_epoch", 0)
-    return out | {"prior": (lam, start) if lam > 0 and start < epoch else None}
+    return out | {"schedule": schedule, "prior": (lam, start) if lam > 0 and start < epoch else None}
 
 
 def _continue(s: Session, ckpt: dict) -> None:
@@ -496,7 +506,6 @@ def train_epoch(s: Session, epoch: int) -> dict:
     draws = draw_augmentation(n, cfg["augment"]["flip"], cfg["augment"]["crop"], s.gen, s.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=s.device)
     correct = torch.zeros((), dtype=torch.int64, device=s.device)
-    total_steps = s.steps_per_epoch * cfg["epochs"]
     for i in range(s.steps_per_epoch):
         idx = order[i * batch:(i + 1) * batch]
         x, y = train_set.x[idx], train_set.y[idx]
@@ -504,7 +513,7 @@ def train_epoch(s: Session, epoch: int) -> dict:
             x = augment(x, {k: v[i * batch:(i + 1) * batch] for k, v in draws.items()}, cfg["augment"]["crop"])
         if s.settings["channels_last"]:
             x = x.contiguous(memory_format=torch.channels_last)
-        lr = lr_at(cfg, s.step, total_steps, s.steps_per_epoch)
+        lr = lr_at(cfg, s.step, s.steps_per_epoch)
         for group in s.opt.param_groups:
             group["lr"] = lr
         with s.autocast():
