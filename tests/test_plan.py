@@ -94,14 +94,15 @@ def test_run_config_per_arm(params):
         "prior_start_epoch", "proximal", "eps", "augment", "seed", "threads", "device", "precision", "channels_last",
         "compile", "init_from", "init", "save_states"}
     assert sparse["init"] == "weights" and sparse["save_states"] == {}
-    # post-hoc: the dense run's final state, then P epochs at the constant posthoc.lr, the prior on from B
+    # post-hoc: the dense run's final state, then P epochs from posthoc.lr, the prior on from B
     posthoc = plan.run_config(params, "digits/posthoc/shift1.5-s0")
     assert posthoc["init_from"] == "runs/digits/dense/s0/states/end.pt" and posthoc["init"] == "state"
     assert posthoc["epochs"] == budget + params["posthoc"]["epochs"] and posthoc["prior_start_epoch"] == budget
-    assert posthoc["schedule"] == {**params["train"]["schedule"], "epochs": budget, "tail_lr": params["posthoc"]["lr"]}
+    assert posthoc["schedule"] == {**params["train"]["schedule"], "epochs": budget, "tail_lr": params["posthoc"]["lr"],
+                                   "tail": "linear"}
     assert posthoc["optimizer"] == params["train"]["optimizer"]  # the dense run's, whose momentum it continues
-    # λ = shift·C·(1 − μ)/(P·steps·tail_lr): 1 epoch of 4 steps at 0.02
-    assert posthoc["lam"] == float(f"{1.5 * 116 * 0.1 / (1 * 4 * 0.02):.4g}")
+    # λ = shift·C·(1 − μ)/Σ lr: 1 epoch of 4 steps falling linearly from 0.02: Σ lr = 0.02·(1 + ¾ + ½ + ¼)
+    assert posthoc["lam"] == float(f"{1.5 * 116 * 0.1 / (0.02 * 2.5):.4g}")
     finetune = plan.run_config(params, "digits/finetune/s0")  # its λ = 0 twin
     assert finetune["lam"] == 0.0 and finetune["fields"] == {"arm": "finetune", "dataset": "digits", "seed": 0}
     assert {k: v for k, v in finetune.items() if k not in ("name", "fields", "lam")} == {

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from nonlinear_advantage import cli
+from nonlinear_advantage import cli, schedule
 from nonlinear_advantage.errors import UserError
 from nonlinear_advantage.models import build_model
 from nonlinear_advantage.optim import SGD
@@ -479,6 +479,17 @@ def test_after_the_cycle_the_lr_is_the_constant_tail():
                              "schedule": {"kind": "onecycle", "warmup_epochs": 0}}, check_files=False)
     assert lrs[:30] == [lr_at(whole, s, 10) for s in range(30)]  # the cycle of a 3-epoch run
     assert lrs[30:] == [0.01] * 20
+
+
+def test_a_linear_tail_falls_from_tail_lr_towards_zero():
+    """``tail: linear``: a post-hoc fine-tune ends as still as the one-cycle before it; λ follows its Σ lr."""
+    cfg = validate_config({"data": "x", "epochs": 5, "optimizer": {"lr": 1.0},
+                           "schedule": {"kind": "onecycle", "warmup_epochs": 0, "epochs": 3, "tail_lr": 0.01,
+                                        "tail": "linear"}}, check_files=False)
+    lrs = [lr_at(cfg, s, 10) for s in range(50)]
+    assert lrs[30:] == pytest.approx([0.01 * (1 - k / 20) for k in range(20)])
+    cfg |= {"prior_start_epoch": 3, "batch_size": 10}
+    assert schedule.prior_lr_sum(cfg, 100) == pytest.approx(0.01 * (20 - 19 * 20 / 2 / 20))  # 0.01·Σ(1 − k/20)
 
 
 def test_a_warmup_longer_than_the_run_still_decays(toy_data):

@@ -157,10 +157,11 @@ BASELINE, SHALLOW, DENSE, SPARSE, FINETUNE, POSTHOC, LATE = (
 
 def _posthoc(params: dict, fields: dict, config: dict) -> None:
     # Post-hoc as the paper means it: the dense run's final state (its lr cycle of B epochs), then P
-    # more epochs at a small constant lr, the prior on from B. Budget B + P; finetune, its λ = 0 twin,
-    # trains the same P epochs without the prior.
+    # more epochs from a small lr (falling linearly to 0, or constant: posthoc.tail), the prior on from
+    # B. Budget B + P; finetune, its λ = 0 twin, trains the same P epochs without the prior.
     budget = config["epochs"]
-    config["schedule"] |= {"epochs": budget, "tail_lr": params["posthoc"]["lr"]}
+    tail = params["posthoc"].get("tail", "linear")  # the schema's default
+    config["schedule"] |= {"epochs": budget, "tail_lr": params["posthoc"]["lr"], "tail": tail}
     config["epochs"] = budget + params["posthoc"]["epochs"]
     config["prior_start_epoch"] = budget
 

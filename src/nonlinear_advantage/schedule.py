@@ -22,13 +22,17 @@ def cycle_epochs(cfg: dict) -> int:
 
 def lr_at(cfg: dict, step: int, steps_per_epoch: int) -> float:
     """Learning rate at a step: linear warm-up, then one-cycle (linear) or cosine decay over the
-    cycle's span; after it, the constant ``schedule.tail_lr``.
+    cycle's span; after it, ``schedule.tail_lr``: constant, or (``tail: linear``) decaying linearly
+    over the epochs after the cycle, so that a post-hoc fine-tune ends as still as its dense start.
 
     The warm-up takes at most half the cycle, so a short cycle still decays.
     """
     peak, total = cfg["optimizer"]["lr"], cycle_epochs(cfg) * steps_per_epoch
     if step >= total:
-        return cfg["schedule"]["tail_lr"]
+        if cfg["schedule"].get("tail", "constant") == "constant":
+            return cfg["schedule"]["tail_lr"]
+        tail_steps = (cfg["epochs"] - cycle_epochs(cfg)) * steps_per_epoch
+        return cfg["schedule"]["tail_lr"] * (1 - (step - total) / tail_steps)
     warm = min(total // 2, round(cfg["schedule"]["warmup_epochs"] * steps_per_epoch))
     if step < warm:
         return peak * (step + 1) / (warm + 1)
@@ -47,15 +51,16 @@ def prior_lr_sum(cfg: dict, train_size: int) -> float:
     """Σ lr over the steps where the prior is on (from ``prior_start_epoch`` to the end)."""
     sched = cfg["schedule"]
     return _lr_sum(cfg["optimizer"]["lr"], sched["kind"], sched["warmup_epochs"], cycle_epochs(cfg),
-                   sched.get("tail_lr"), steps_per_epoch(train_size, cfg["batch_size"]), cfg["epochs"],
-                   cfg["prior_start_epoch"])
+                   sched.get("tail_lr"), sched.get("tail", "constant"), steps_per_epoch(train_size, cfg["batch_size"]),
+                   cfg["epochs"], cfg["prior_start_epoch"])
 
 
 @cache  # every run of an arm and dataset shares it, and a paper-scale plan has ~50,000 steps a run
-def _lr_sum(peak: float, kind: str, warmup_epochs: float, cycle: int, tail_lr: float | None, per_epoch: int,
-            epochs: int, start_epoch: int) -> float:
+def _lr_sum(peak: float, kind: str, warmup_epochs: float, cycle: int, tail_lr: float | None, tail: str,
+            per_epoch: int, epochs: int, start_epoch: int) -> float:
     cfg = {"optimizer": {"lr": peak}, "epochs": epochs,
-           "schedule": {"kind": kind, "warmup_epochs": warmup_epochs, "epochs": cycle, "tail_lr": tail_lr}}
+           "schedule": {"kind": kind, "warmup_epochs": warmup_epochs, "epochs": cycle, "tail_lr": tail_lr,
+                        "tail": tail}}
     return math.fsum(lr_at(cfg, step, per_epoch) for step in range(start_epoch * per_epoch, per_epoch * epochs))
 
 

@@ -447,6 +447,7 @@ def _prefix(cfg: dict, epoch: int) -> dict:
     schedule["epochs"] = schedule.get("epochs") or cfg.get("epochs")
     if schedule["epochs"] is None or schedule["epochs"] >= epoch:
         schedule.pop("tail_lr", None)
+        schedule.pop("tail", None)
     lam, start = cfg.get("lam", 0.0), cfg.get("prior_start_epoch", 0)
     return out | {"schedule": schedule, "prior": (lam, start) if lam > 0 and start < epoch else None}
 
