@@ -320,16 +320,16 @@ def _checks_page(df, s, th) -> list:
                        s["Small"]), table]
     story += [Paragraph("Failed: " + escape(c.text), s["Bullet"], bulletText="–") for c in gates if not c.passed]
     ctl = analysis.controls(df, th)
-    rows = [["arm", "control", "dataset", "control acc %", "dense acc %", "control − dense (pt)", "tolerance",
-             "result"]]
-    rows += [[analysis.curve_label(r.arm), analysis.curve_label(r.control), r.dataset, _pct(r.control_acc),
+    rows = [["arm", "control", "dataset", "control %", "dense %", "control − dense (pt)", "tolerance", "result"]]
+    rows += [[analysis.curve_label(r.arm), Paragraph(escape(analysis.curve_label(r.control)), s["Small"]), r.dataset,
+              _pct(r.control_acc),
               _pct(r.dense_acc), Paragraph(escape(r.diff.pt() if r.diff else "no value"), s["Small"]),
               f"±{100 * r.tolerance:.2f} pt", "pass" if r.passed else "FAIL"] for r in ctl.itertuples()]
     story += [Paragraph("Controls", s["Heading3"]),
               Paragraph("Each arm that starts from another run or switches the prior on late, against its "
                         "λ = 0 twin: the twin must match the dense run within the collapse tolerance. The "
                         "late-start arm's twin is the dense run itself.", s["Small"]),
-              _table(rows, widths=[2.6 * cm, 3 * cm, 2.2 * cm, 1.8 * cm, 1.8 * cm, 3.4 * cm, 1.6 * cm, 1 * cm]),
+              _table(rows, widths=[1.9 * cm, 3 * cm, 2.2 * cm, 1.6 * cm, 1.5 * cm, 3.8 * cm, 1.7 * cm, 1.2 * cm]),
               PageBreak()]
     return story
 
