@@ -98,7 +98,7 @@ def test_pdf_text_matches_summary(built):
 @needs_poppler
 def test_tables_hold_every_run(built):
     df = analysis.load_summary(built["summary"])
-    assert set(df.arm) == set(plan.ARMS) - {plan.FINETUNE, plan.BASELINE}  # the synthetic study's arms
+    assert set(df.arm) == set(plan.ARMS) - {plan.BASELINE}  # the synthetic study's arms
     assert_every_run_in_tables(df, built["pdfs"][0], {name: arm.label for name, arm in plan.ARMS.items()})
 
 

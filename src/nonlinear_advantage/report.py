@@ -305,11 +305,17 @@ def _checks_page(df, s, th) -> list:
     gates = sorted(analysis.checks(df, th), key=lambda c: c.passed)
     failed = sum(not c.passed for c in gates)
 
-    def value(v) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
+    def value(c) -> str:
+        """A check's number as its threshold states it: accuracies in pt, channel changes in %."""
+        if not isinstance(c.value, float):
+            return str(c.value)
+        v = 0.0 if abs(c.value) < 5e-7 else c.value  # no "-0.00" for a difference of rounding noise
+        if c.name in (analysis.CONTROL, analysis.DENSE_VS_BASELINE):
+            return f"{100 * v:+.2f} pt"
+        return f"{v:.1%}" if c.name == analysis.SETTLED else f"{v:.4g}"
 
     rows = [["check", "dataset", "subject", "value", "threshold", "result"]]
-    rows += [[c.name, c.dataset, Paragraph(escape(c.subject), s["Small"]), value(c.value),
+    rows += [[c.name, c.dataset, Paragraph(escape(c.subject), s["Small"]), Paragraph(escape(value(c)), s["Small"]),
               Paragraph(escape(c.threshold), s["Small"]), "pass" if c.passed else "FAIL"] for c in gates]
     table = _table(rows, widths=[2.6 * cm, 2.3 * cm, 4 * cm, 2.6 * cm, 4.2 * cm, 1.2 * cm])
     table.setStyle(TableStyle([("TEXTCOLOR", (5, i), (5, i), colors.HexColor(VERDICT_COLORS["contradicted"]))
