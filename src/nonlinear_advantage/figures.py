@@ -342,7 +342,8 @@ def early_late(df: pd.DataFrame) -> Figure:
             ax.axhline(dense, color=ARM_COLORS[plan.DENSE], lw=1,
                        label=f"{analysis.curve_label(plan.DENSE)} ({100 * dense:.2f}%)")
         _robust_accuracy_axis(ax, sub, drawn)
-        ax.set(title=f"{dataset}, budget {int(sub.budget_epochs.max())} epochs", xlabel="normalized APL",
+        budget = sub[sub.arm.isin([arm for arm, _ in curves])].budget_epochs.max()  # the compared runs' (not B + P)
+        ax.set(title=f"{dataset}, budget {int(budget)} epochs", xlabel="normalized APL",
                ylabel="test accuracy")
         _legend_below(ax)
     return fig
