@@ -85,7 +85,9 @@ def test_run_config_per_arm(params):
     assert sparse["data"] == "data/prepared/digits.pt"
     # λ from the shift: 4 steps per epoch (400/100), one-cycle from 0.1 without warm-up over 8 steps:
     # Σ lr = 0.1·(8 − 28/8) = 0.45; C = 4 + 2·2·(4 + 8 + 16) = 116 slopes of a ResNet-14 width 4
-    assert sparse["lam"] == pytest.approx(1.5 * 116 * 0.1 / 0.45, rel=5e-4)
+    # the slopes step at slope_lr_scale (10) times that lr, so the same shift takes a tenth of the λ
+    assert params["train"]["optimizer"]["slope_lr_scale"] == 10
+    assert sparse["lam"] == pytest.approx(1.5 * 116 * 0.1 / (10 * 0.45), rel=5e-4)
     assert sparse["init_from"] is None and sparse["model"]["activation"] == "prelu"
     assert sparse["epochs"] == budget and sparse["prior_start_epoch"] == 0
     assert sparse["fields"] == {"arm": "sparse", "dataset": "digits", "seed": 0, "shift": 1.5}
@@ -102,7 +104,7 @@ def test_run_config_per_arm(params):
                                    "tail": "linear"}
     assert posthoc["optimizer"] == params["train"]["optimizer"]  # the dense run's, whose momentum it continues
     # λ = shift·C·(1 − μ)/Σ lr: 1 epoch of 4 steps falling linearly from 0.02: Σ lr = 0.02·(1 + ¾ + ½ + ¼)
-    assert posthoc["lam"] == float(f"{1.5 * 116 * 0.1 / (0.02 * 2.5):.4g}")
+    assert posthoc["lam"] == float(f"{1.5 * 116 * 0.1 / (10 * 0.02 * 2.5):.4g}")
     finetune = plan.run_config(params, "digits/finetune/s0")  # its λ = 0 twin
     assert finetune["lam"] == 0.0 and finetune["fields"] == {"arm": "finetune", "dataset": "digits", "seed": 0}
     assert {k: v for k, v in finetune.items() if k not in ("name", "fields", "lam")} == {
@@ -110,7 +112,7 @@ def test_run_config_per_arm(params):
     assert plan.ARMS[plan.POSTHOC].control == plan.FINETUNE and plan.ARMS[plan.LATE].control == plan.DENSE
     late = plan.run_config(params, "digits/late/at0.5-shift1.5-s0")
     assert late["fields"] == {"arm": "late", "dataset": "digits", "seed": 0, "start": 0.5, "shift": 1.5}
-    assert late["lam"] == pytest.approx(1.5 * 116 * 0.1 / (0.1 * (4 - 22 / 8)), rel=5e-4)  # steps 4..7 only
+    assert late["lam"] == pytest.approx(1.5 * 116 * 0.1 / (10 * 0.1 * (4 - 22 / 8)), rel=5e-4)  # steps 4..7 only
     assert late["epochs"] == budget and late["prior_start_epoch"] == 1  # round(0.5 · 2)
     # it continues the dense run from the state that run kept for it, after epoch 1
     assert late["init_from"] == "runs/digits/dense/s0/states/at0.5.pt" and late["init"] == "state"

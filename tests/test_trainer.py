@@ -534,3 +534,21 @@ def test_sgd_is_torch_sgd_bit_for_bit_and_resumes(nesterov):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="do not fit"):
         SGD(groups(model())[:1], lr=0.1, momentum=0.9, nesterov=nesterov).load_state_dict(state)
+
+
+def test_slopes_step_at_slope_lr_scale_and_the_prior_reaches_as_far_as_planned(toy_data, tmp_path):
+    """optimizer.slope_lr_scale: the slopes (only) step that many times faster, and the prior's
+    threshold with them, so the shift the plan computes (schedule.prior_lr_sum) is the one trained."""
+    lam, shifts, moves = 5.0, {}, {}
+    for scale in (1, 10):
+        cfg = validate_config(config(toy_data, epochs=1, lam=lam, optimizer={"slope_lr_scale": scale},
+                                     name=f"toy/sparse/scale{scale}"))
+        metrics = train(cfg, tmp_path / str(scale), progress=False)
+        planned = lam * schedule.prior_lr_sum(cfg, 192) / (metrics["total_channels"] * 0.1)
+        assert metrics["max_prior_shift"] == pytest.approx(planned, rel=1e-6)
+        shifts[scale] = metrics["max_prior_shift"]
+        slopes = torch.cat([v for k, v in load_checkpoint(tmp_path / str(scale) / "checkpoint.pt")["model"].items()
+                            if k.endswith("slope")])
+        moves[scale] = float((slopes - 0.25).abs().mean())
+    assert shifts[10] == pytest.approx(10 * shifts[1], rel=1e-9)
+    assert moves[10] > 2 * moves[1], moves  # the slopes moved further; weights at the same lr

@@ -1,7 +1,8 @@
 """The learning-rate schedule, and how far the prior can move a slope: torch-free, so the plan
 computes each run's λ from the same arithmetic the trainer runs.
 
-Under the prior a slope moves at most lr·λ/(C·(1 − μ)) per step (``prelu.prox_threshold``), so
+The slopes step at ``optimizer.slope_lr_scale`` times the learning rate. Under the prior a slope
+moves at most lr·λ/(C·(1 − μ)) per step (lr: the slopes') (``prelu.prox_threshold``), so
 over a run at most λ·Σlr/(C·(1 − μ)): the run's *prior shift* (``max_prior_shift`` in its
 metrics). A slope starts 1 − slope_init from linear, and a fixed λ means a different shift in
 every arm (post-hoc trains a few epochs at a small constant lr after the dense cycle), so
@@ -48,11 +49,12 @@ def steps_per_epoch(train_size: int, batch_size: int) -> int:
 
 
 def prior_lr_sum(cfg: dict, train_size: int) -> float:
-    """Σ lr over the steps where the prior is on (from ``prior_start_epoch`` to the end)."""
-    sched = cfg["schedule"]
-    return _lr_sum(cfg["optimizer"]["lr"], sched["kind"], sched["warmup_epochs"], cycle_epochs(cfg),
-                   sched.get("tail_lr"), sched.get("tail", "constant"), steps_per_epoch(train_size, cfg["batch_size"]),
-                   cfg["epochs"], cfg["prior_start_epoch"])
+    """Σ of the slopes' lr over the steps where the prior is on (from ``prior_start_epoch`` to the end)."""
+    sched, opt = cfg["schedule"], cfg["optimizer"]
+    return opt.get("slope_lr_scale", 1.0) * _lr_sum(
+        opt["lr"], sched["kind"], sched["warmup_epochs"], cycle_epochs(cfg), sched.get("tail_lr"),
+        sched.get("tail", "constant"), steps_per_epoch(train_size, cfg["batch_size"]), cfg["epochs"],
+        cfg["prior_start_epoch"])
 
 
 @cache  # every run of an arm and dataset shares it, and a paper-scale plan has ~50,000 steps a run

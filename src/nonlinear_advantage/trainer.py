@@ -515,8 +515,9 @@ def train_epoch(s: Session, epoch: int) -> dict:
         if s.settings["channels_last"]:
             x = x.contiguous(memory_format=torch.channels_last)
         lr = lr_at(cfg, s.step, s.steps_per_epoch)
+        slope_lr = lr * cfg["optimizer"]["slope_lr_scale"]
         for group in s.opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = slope_lr if group["name"] == "slopes" else lr
         with s.autocast():
             logits = s.forward(x).float()
         loss = F.cross_entropy(logits, y)
@@ -528,7 +529,7 @@ def train_epoch(s: Session, epoch: int) -> dict:
         s.opt.step()
         if prior and cfg["proximal"] and s.n_slopes:
             # The prox of λ·mean|1-a| under momentum: its fixed point is the stated objective's.
-            threshold = prox_threshold(lr, cfg["lam"], s.n_slopes, cfg["optimizer"]["momentum"])
+            threshold = prox_threshold(slope_lr, cfg["lam"], s.n_slopes, cfg["optimizer"]["momentum"])
             proximal_step_(s.model, threshold)
             s.prior_shift += threshold
         loss_sum += loss.detach().double() * len(y)
