@@ -59,12 +59,27 @@ def test_accuracy_vs_apl_shows_every_prior_arm_and_clips_an_outlier(study):
     assert ax.get_title().startswith("digits") and ax.get_ylim()[0] == pytest.approx(floor)
     below = int((figures._plotted_accuracies(digits) < floor).sum())  # the collapsed λ and the shallowest baselines
     assert below >= 1
-    assert [t.get_text() for t in ax.texts if t.get_text().startswith(figures.CLIP_SYMBOL)] == [
-        f"{figures.CLIP_SYMBOL} {below} point{'s' * (below != 1)} below {100 * floor:.1f}% (at the edge)"]
+    notes = [t for t in ax.texts if t.get_text().startswith(figures.CLIP_SYMBOL)]
+    assert [t.get_text() for t in notes] == [
+        f"{figures.CLIP_SYMBOL} {below} point{'s' * (below != 1)}\nbelow {100 * floor:.1f}%"]
     edge = [c for c in ax.collections if len(c.get_offsets()) and (c.get_offsets()[:, 1] == floor).all()]
     assert sum(len(c.get_offsets()) for c in edge) == below  # each drawn at the edge
     caption = next(spec for spec in figures.FIGURES if spec.stem == "accuracy_vs_apl").caption(df, th)
     assert f"digits: {below} point{'s' * (below != 1)} below {100 * floor:.1f}%" in caption
+    # a post-hoc net collapsed at APL 0 puts a ▼ at the left edge of a narrower panel
+    last = df[(df.dataset == "digits") & (df.arm == plan.POSTHOC)].lam.max()
+    df.loc[(df.dataset == "digits") & (df.arm == plan.POSTHOC) & (df.lam == last), "test_acc"] = 0.02
+    # each note inside its panel, over no ▼
+    for fig in (figures.accuracy_vs_apl(df, th), figures.nonlinear_advantage(df)):
+        fig.canvas.draw()
+        clip_notes = [(a, t) for a in fig.axes for t in a.texts if t.get_text().startswith(figures.CLIP_SYMBOL)]
+        assert clip_notes
+        for a, t in clip_notes:
+            box = t.get_window_extent()
+            assert box.x0 >= a.get_window_extent().x0, t.get_text()
+            marks = [c.get_transform().transform(c.get_offsets()) for c in a.collections
+                     if len(c.get_offsets()) and (c.get_offsets()[:, 1] == a.get_ylim()[0]).all()]
+            assert marks and not any(box.x0 <= x <= box.x1 for m in marks for x, _ in m), t.get_text()
 
 
 def test_core_networks_show_the_slope_quantiles(study):

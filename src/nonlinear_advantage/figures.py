@@ -133,8 +133,9 @@ def _robust_accuracy_axis(ax, sub: pd.DataFrame, curves: list[pd.DataFrame]) -> 
         ax.scatter(below.apl, np.full(len(below), floor), marker=CLIP_MARKER, color=color, s=30, clip_on=False,
                    zorder=4)
     if clipped:
-        ax.text(0.99, 0.02, f"{CLIP_SYMBOL} {clipped} point{'s' * (clipped != 1)} below {100 * floor:.1f}% "
-                "(at the edge)", transform=ax.transAxes, ha="right", va="bottom", fontsize=6, color="0.3")
+        # Two short lines: one line ran past a narrow panel's left edge, over its tick labels.
+        ax.text(0.99, 0.02, f"{CLIP_SYMBOL} {clipped} point{'s' * (clipped != 1)}\nbelow {100 * floor:.1f}%",
+                transform=ax.transAxes, ha="right", va="bottom", fontsize=6, color="0.3")
 
 
 def _arm_color(arm: str, start: int, k: int) -> str | tuple:

@@ -52,7 +52,8 @@ STUDY = ("Mehmeti-Göpel and Disselhoff, “Nonlinear Advantage: Trained Network
 PENALTY = (
     "minimize loss + λ · mean<sub>c</sub> |1 − a<sub>c</sub>| over all C PReLU channels (no weight decay on "
     "slopes; they step at slope_lr_scale times the learning rate lr), by SGD with momentum μ and, after each "
-    "step, the proximal step on a<sub>c</sub> − 1 with threshold lr·λ/(C·(1 − μ)) (lr: the slopes'): its fixed point is the stationarity condition of that objective, so a channel stays "
+    "step, the proximal step on a<sub>c</sub> − 1 with threshold lr·λ/(C·(1 − μ)) (lr: the slopes'): its "
+    "fixed point is the stationarity condition of that objective, so a channel stays "
     "exactly linear iff |∂L/∂a<sub>c</sub>| ≤ λ/C. A slope moves at most λ·Σlr/(C·(1 − μ)) over a run "
     "(max_prior_shift in each run's metrics): its prior shift. Each arm's grid is given as prior shifts, and "
     "each run's λ is computed from its own steps and learning rates, so that one shift is the same pull in "
@@ -232,7 +233,8 @@ def _method(df: pd.DataFrame, figures_dir: Path, params: dict | None) -> dict[st
 
     eps = ", ".join(f"{e:g}" for e in sorted(df.eps.dropna().unique()))
     return {"penalty": PENALTY, "eps": eps or "not recorded", "proximal": seen("proximal"),
-            "slope init": seen("slope_init"), "slope lr scale": seen("slope_lr_scale"), "epochs": seen("epochs"), "APL": APL_DEFINITION}
+            "slope init": seen("slope_init"), "slope lr scale": seen("slope_lr_scale"), "epochs": seen("epochs"),
+            "APL": APL_DEFINITION}
 
 
 def _title_page(df, s, *, revision, date, params_digest, summary_digest, method, th) -> list:
@@ -256,7 +258,8 @@ def _title_page(df, s, *, revision, date, params_digest, summary_digest, method,
         ("Datasets", escape("; ".join(datasets))), ("Architectures", _architectures(df)),
         ("Objective", method["penalty"]), ("Budget", BUDGET), ("eps", method["eps"]),
         ("Proximal step", method["proximal"]),
-        ("Slope init", method["slope init"]), ("Slope lr scale", method["slope lr scale"]), ("Epochs", method["epochs"]), ("APL", method["APL"]),
+        ("Slope init", method["slope init"]), ("Slope lr scale", method["slope lr scale"]),
+        ("Epochs", method["epochs"]), ("APL", method["APL"]),
         ("Thresholds", escape(thresholds)),
         ("Matched APL", "post-hoc and from-scratch curves (mean over seeds per λ) linearly interpolated "
                         "in APL at every APL of either arm inside their common range; no extrapolation."),
