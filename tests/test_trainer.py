@@ -116,7 +116,8 @@ def _train_command(cfg_path, out):
 
 def test_resume_after_a_kill_is_bit_identical(tmp_path):
     data = make_dataset(tmp_path / "bigger.pt", n_train=1024, size=12)
-    cfg = config(data, epochs=6, lam=20.0, augment=dict(flip=True, crop=1))
+    # The lazy prox: its shadows (the slopes' summed steps) must come back with the resume.
+    cfg = config(data, epochs=6, lam=0.5, prox_form="lazy", augment=dict(flip=True, crop=1))
     cfg_path = tmp_path / "run.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -146,6 +147,8 @@ def test_resume_after_a_kill_is_bit_identical(tmp_path):
     assert not (killed / ".resume.pt").exists()
     ref, res = (load_checkpoint(d / "checkpoint.pt") for d in (reference, killed))
     assert all(torch.equal(ref["model"][k], res["model"][k]) for k in ref["model"])
+    assert 0 < json.loads((reference / "metrics.json").read_text())["nonlinear_channels"] < sum(
+        z.numel() for z in ref["slope_shadows"])  # some channels linear, some not: the shadows matter
     assert (reference / "checkpoint.pt").read_bytes() == (killed / "checkpoint.pt").read_bytes()
     # The elapsed time survives the kill (from .resume-times.json), though checkpoint.pt holds none.
     times = [float(line.split(",")[-1]) for line in (killed / "history.csv").read_text().splitlines()[1:]]

@@ -535,8 +535,8 @@ FIGURES: tuple[FigureSpec, ...] = (
 
 def method_settings(df: pd.DataFrame, runs: Path) -> dict:
     """The method choices the runs used, read from their config.yaml (values seen, sorted)."""
-    seen: dict[str, set] = {"proximal": set(), "slope_init": set(), "slope_lr_scale": set(), "eps": set(),
-                            "epochs": set()}
+    seen: dict[str, set] = {"proximal": set(), "prox_form": set(), "slope_init": set(), "slope_lr_scale": set(),
+                            "eps": set(), "epochs": set()}
     for run in df.run:
         path = run_dir(runs, run) / "config.yaml"
         if not path.is_file():
@@ -546,6 +546,7 @@ def method_settings(df: pd.DataFrame, runs: Path) -> dict:
         if model.get("activation", "prelu") == "prelu":
             seen["slope_init"].add(model.get("slope_init"))
             seen["slope_lr_scale"].add((config.get("optimizer") or {}).get("slope_lr_scale", 1))
+            seen["prox_form"].add(config.get("prox_form", "step"))
         for key in ("proximal", "eps", "epochs"):
             seen[key].add(config.get(key))
     return {k: sorted((v for v in values if v is not None), key=str) for k, values in seen.items()}

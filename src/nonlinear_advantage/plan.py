@@ -399,6 +399,7 @@ def _resolve(params: dict, run: Run) -> dict:
         "lam": 0.0,
         "prior_start_epoch": 0,
         "proximal": train["proximal"],
+        "prox_form": train.get("prox_form", "step"),  # the schema's default
         "eps": float(train["eps"]),
         "augment": dict(train["augment"]),
         "seed": run.fields["seed"],

@@ -65,6 +65,24 @@ def proximal_step_(model: nn.Module, threshold: float) -> None:
 
 
 @torch.no_grad()
+def lazy_proximal_step_(slopes: list[torch.Tensor], shadows: list[torch.Tensor], before: list[torch.Tensor],
+                        threshold_sum: float) -> None:
+    """The prox in dual-averaging form (ℓ1-RDA, Xiao 2010): each shadow sums the optimiser's steps
+    since the prior came on, and its slope is the shadow with ``a_c - 1`` soft-thresholded by the
+    thresholds' sum so far.
+
+    While a channel stays nonlinear this is ``proximal_step_`` exactly. A linear channel keeps
+    what its gradients sum to, so it leaves 1 only when their mean, not one minibatch's noise,
+    beats λ/C: the set of linear channels settles where the per-step prox's flickers (proximal
+    SGD does not identify the support; dual averaging does, Lee & Wright 2012).
+    """
+    for slope, shadow, old in zip(slopes, shadows, before, strict=True):
+        shadow.add_(slope - old)
+        offset = shadow - 1
+        slope.copy_(1 + offset.sign() * (offset.abs() - threshold_sum).clamp_min(0))
+
+
+@torch.no_grad()
 def nonlinear_mask(model: nn.Module, eps: float = 0.0) -> dict[str, torch.Tensor]:
     """Per activation (by module name): a bool mask of its nonlinear channels.
 

@@ -58,7 +58,12 @@ PENALTY = (
     "(max_prior_shift in each run's metrics): its prior shift. Each arm's grid is given as prior shifts, and "
     "each run's λ is computed from its own steps and learning rates, so that one shift is the same pull in "
     "every arm (a fixed λ pulls far less in a short post-hoc run than from scratch). Faster slopes reach "
-    "further at the same λ, so the prior meets the data's pull on a channel before its reach runs out."
+    "further at the same λ, so the prior meets the data's pull on a channel before its reach runs out. "
+    "Prox form step soft-thresholds the slope after every step: a minibatch whose gradient beats λ/C pulls a "
+    "channel off 1 and the next puts it back, so the count of exactly linear channels flickers. Prox form "
+    "lazy (dual averaging) soft-thresholds the slope's steps summed since the prior came on by the thresholds' "
+    "sum: the same step while a channel is nonlinear, but a linear channel leaves 1 only when its gradients' "
+    "mean beats λ/C, and the count settles."
 )
 BUDGET = (
     "Dense, sparse and late-start runs train the same budget of B epochs since initialization "
@@ -233,6 +238,7 @@ def _method(df: pd.DataFrame, figures_dir: Path, params: dict | None) -> dict[st
 
     eps = ", ".join(f"{e:g}" for e in sorted(df.eps.dropna().unique()))
     return {"penalty": PENALTY, "eps": eps or "not recorded", "proximal": seen("proximal"),
+            "prox form": seen("prox_form"),
             "slope init": seen("slope_init"), "slope lr scale": seen("slope_lr_scale"), "epochs": seen("epochs"),
             "APL": APL_DEFINITION}
 
@@ -257,7 +263,7 @@ def _title_page(df, s, *, revision, date, params_digest, summary_digest, method,
         ("Date", date), ("Params digest", params_digest), ("Summary digest", summary_digest),
         ("Datasets", escape("; ".join(datasets))), ("Architectures", _architectures(df)),
         ("Objective", method["penalty"]), ("Budget", BUDGET), ("eps", method["eps"]),
-        ("Proximal step", method["proximal"]),
+        ("Proximal step", method["proximal"]), ("Prox form", method["prox form"]),
         ("Slope init", method["slope init"]), ("Slope lr scale", method["slope lr scale"]),
         ("Epochs", method["epochs"]), ("APL", method["APL"]),
         ("Thresholds", escape(thresholds)),

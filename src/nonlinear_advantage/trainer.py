@@ -45,7 +45,8 @@ from .depth import depth_summary
 from .errors import UserError
 from .models import build_model, builder_path, load_builder, parameter_count
 from .optim import SGD
-from .prelu import nonlinearity_penalty, parameter_groups, prox_threshold, proximal_step_, sparse_prelus
+from .prelu import (lazy_proximal_step_, nonlinearity_penalty, parameter_groups, prox_threshold, proximal_step_,
+                    sparse_prelus)
 from .prepared import check_prepared, load_prepared
 from .schedule import cycle_epochs, lr_at, steps_per_epoch
 
@@ -335,6 +336,7 @@ class Session:
     wall_before: float = 0.0  # training seconds of the epochs before a resume
     train_time: float = 0.0
     prior_shift: float = 0.0  # Σ of the proximal thresholds so far: the most a slope can have moved to 1
+    shadows: list | None = None  # prox_form lazy: per PReLU, its slopes' steps summed since the prior came on
 
     @property
     def name(self) -> str:
@@ -434,8 +436,8 @@ def setup(cfg: dict, out: Path) -> Session:
 # What a run that continues another may set otherwise: its name and place, where it starts and what it
 # keeps, its prior (compared where it is on: before the state's epoch), its length (its lr cycle's span
 # is compared instead) and the runtime switches (they change the bits, not what is computed).
-_NOT_PREFIX = ("name", "fields", "init_from", "init", "save_states", "lam", "prior_start_epoch", "epochs", "threads",
-               "device", "precision", "channels_last", "compile")
+_NOT_PREFIX = ("name", "fields", "init_from", "init", "save_states", "lam", "prior_start_epoch", "prox_form", "epochs",
+               "threads", "device", "precision", "channels_last", "compile")
 
 
 def _prefix(cfg: dict, epoch: int) -> dict:
@@ -449,7 +451,8 @@ def _prefix(cfg: dict, epoch: int) -> dict:
         schedule.pop("tail_lr", None)
         schedule.pop("tail", None)
     lam, start = cfg.get("lam", 0.0), cfg.get("prior_start_epoch", 0)
-    return out | {"schedule": schedule, "prior": (lam, start) if lam > 0 and start < epoch else None}
+    prior = (lam, start, cfg.get("prox_form", "step")) if lam > 0 and start < epoch else None
+    return out | {"schedule": schedule, "prior": prior}
 
 
 def _continue(s: Session, ckpt: dict) -> None:
@@ -477,6 +480,8 @@ def _load_state(s: Session, ckpt: dict, times: list) -> None:
     s.history = [{**row, "wall_time_s": t} for row, t in zip(ckpt["history"], times, strict=True)]
     s.wall_before = times[-1] if times and times[-1] is not None else 0.0
     s.prior_shift = ckpt["prior_shift"]
+    shadows = ckpt.get("slope_shadows")
+    s.shadows = None if shadows is None else [z.to(s.device) for z in shadows]
 
 
 def _resume(s: Session) -> None:
@@ -505,6 +510,8 @@ def train_epoch(s: Session, epoch: int) -> dict:
     n, batch = len(train_set.y), s.batch_size
     order = torch.randperm(n, generator=s.gen).to(s.device)
     draws = draw_augmentation(n, cfg["augment"]["flip"], cfg["augment"]["crop"], s.gen, s.device)
+    lazy = cfg["prox_form"] == "lazy"
+    slopes = [m.slope for m in sparse_prelus(s.model)]
     loss_sum = torch.zeros((), dtype=torch.float64, device=s.device)
     correct = torch.zeros((), dtype=torch.int64, device=s.device)
     for i in range(s.steps_per_epoch):
@@ -526,12 +533,20 @@ def train_epoch(s: Session, epoch: int) -> dict:
             objective = loss + cfg["lam"] * nonlinearity_penalty(s.model)
         s.opt.zero_grad(set_to_none=True)
         objective.backward()
+        prox = prior and cfg["proximal"] and s.n_slopes
+        if prox and lazy:
+            before = [slope.detach().clone() for slope in slopes]
+            if s.shadows is None:  # the prior's first step: the shadows start at the slopes
+                s.shadows = [b.clone() for b in before]
         s.opt.step()
-        if prior and cfg["proximal"] and s.n_slopes:
+        if prox:
             # The prox of λ·mean|1-a| under momentum: its fixed point is the stated objective's.
             threshold = prox_threshold(slope_lr, cfg["lam"], s.n_slopes, cfg["optimizer"]["momentum"])
-            proximal_step_(s.model, threshold)
             s.prior_shift += threshold
+            if lazy:
+                lazy_proximal_step_(slopes, s.shadows, before, s.prior_shift)
+            else:
+                proximal_step_(s.model, threshold)
         loss_sum += loss.detach().double() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
         s.step += 1
@@ -567,7 +582,7 @@ def save_checkpoint(s: Session) -> None:
         "model": s.model.state_dict(), "optimizer": s.opt.state_dict(),
         "generator": s.gen.get_state(), "torch_rng": torch.get_rng_state(),
         "history": [{k: v for k, v in row.items() if k != "wall_time_s"} for row in s.history],
-        "prior_shift": s.prior_shift, "budget_epochs": s.init_budget + last["epoch"],
+        "prior_shift": s.prior_shift, "slope_shadows": s.shadows, "budget_epochs": s.init_budget + last["epoch"],
         "input_shape": s.info["input_shape"], "num_classes": s.info["num_classes"], "dataset": s.info["dataset"],
     }
     _save_times(s)  # first: the times file covers every epoch that .resume.pt holds
