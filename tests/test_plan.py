@@ -93,8 +93,8 @@ def test_run_config_per_arm(params):
     assert sparse["fields"] == {"arm": "sparse", "dataset": "digits", "seed": 0, "shift": 1.5}
     assert set(sparse) == {  # workflow/schemas/run.schema.json
         "name", "fields", "data", "data_check", "model", "epochs", "batch_size", "optimizer", "schedule", "lam",
-        "prior_start_epoch", "proximal", "prox_form", "eps", "augment", "seed", "threads", "device", "precision", "channels_last",
-        "compile", "init_from", "init", "save_states"}
+        "prior_start_epoch", "proximal", "prox_form", "eps", "augment", "seed", "threads", "device", "precision",
+        "channels_last", "compile", "init_from", "init", "save_states"}
     assert sparse["init"] == "weights" and sparse["save_states"] == {}
     # post-hoc: the dense run's final state, then P epochs from posthoc.lr, the prior on from B
     posthoc = plan.run_config(params, "digits/posthoc/shift1.5-s0")

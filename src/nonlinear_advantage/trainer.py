@@ -45,8 +45,14 @@ from .depth import depth_summary
 from .errors import UserError
 from .models import build_model, builder_path, load_builder, parameter_count
 from .optim import SGD
-from .prelu import (lazy_proximal_step_, nonlinearity_penalty, parameter_groups, prox_threshold, proximal_step_,
-                    sparse_prelus)
+from .prelu import (
+    lazy_proximal_step_,
+    nonlinearity_penalty,
+    parameter_groups,
+    prox_threshold,
+    proximal_step_,
+    sparse_prelus,
+)
 from .prepared import check_prepared, load_prepared
 from .schedule import cycle_epochs, lr_at, steps_per_epoch
 
