@@ -1,6 +1,7 @@
 """One training run: determinism, resume after a real kill, safe loading, divergence, post-hoc."""
 
 import json
+import math
 import os
 import re
 import shutil
@@ -493,6 +494,18 @@ def test_a_linear_tail_falls_from_tail_lr_towards_zero():
     assert lrs[30:] == pytest.approx([0.01 * (1 - k / 20) for k in range(20)])
     cfg |= {"prior_start_epoch": 3, "batch_size": 10}
     assert schedule.prior_lr_sum(cfg, 100) == pytest.approx(0.01 * (20 - 19 * 20 / 2 / 20))  # 0.01·Σ(1 − k/20)
+
+
+def test_a_cosine_tail_falls_from_tail_lr_towards_zero_as_a_half_cosine():
+    """``tail: cosine``: the tail's last epoch holds less of the prior's reach than a linear tail's."""
+    cfg = validate_config({"data": "x", "epochs": 5, "optimizer": {"lr": 1.0}, "batch_size": 10,
+                           "schedule": {"kind": "onecycle", "warmup_epochs": 0, "epochs": 3, "tail_lr": 0.01,
+                                        "tail": "cosine"}}, check_files=False)
+    lrs = [lr_at(cfg, s, 10) for s in range(50)]
+    assert lrs[30:] == pytest.approx([0.01 * 0.5 * (1 + math.cos(math.pi * k / 20)) for k in range(20)])
+    assert schedule.prior_lr_sum(cfg | {"prior_start_epoch": 3}, 100) == pytest.approx(sum(lrs[30:]))
+    linear = [lr_at(cfg | {"schedule": cfg["schedule"] | {"tail": "linear"}}, s, 10) for s in range(50)]
+    assert sum(lrs[40:]) / sum(lrs[30:]) < 0.8 * sum(linear[40:]) / sum(linear[30:])  # 0.20 against 0.26
 
 
 def test_a_warmup_longer_than_the_run_still_decays(toy_data):

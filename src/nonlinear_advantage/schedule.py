@@ -23,8 +23,8 @@ def cycle_epochs(cfg: dict) -> int:
 
 def lr_at(cfg: dict, step: int, steps_per_epoch: int) -> float:
     """Learning rate at a step: linear warm-up, then one-cycle (linear) or cosine decay over the
-    cycle's span; after it, ``schedule.tail_lr``: constant, or (``tail: linear``) decaying linearly
-    over the epochs after the cycle, so that a post-hoc fine-tune ends as still as its dense start.
+    cycle's span; after it, ``schedule.tail_lr``: constant, or (``tail: linear`` or ``cosine``) decaying
+    to 0 over the epochs after the cycle, so that a post-hoc fine-tune ends as still as its dense start.
 
     The warm-up takes at most half the cycle, so a short cycle still decays.
     """
@@ -33,7 +33,10 @@ def lr_at(cfg: dict, step: int, steps_per_epoch: int) -> float:
         if cfg["schedule"].get("tail", "constant") == "constant":
             return cfg["schedule"]["tail_lr"]
         tail_steps = (cfg["epochs"] - cycle_epochs(cfg)) * steps_per_epoch
-        return cfg["schedule"]["tail_lr"] * (1 - (step - total) / tail_steps)
+        frac = (step - total) / tail_steps
+        if cfg["schedule"]["tail"] == "cosine":
+            return cfg["schedule"]["tail_lr"] * 0.5 * (1 + math.cos(math.pi * frac))
+        return cfg["schedule"]["tail_lr"] * (1 - frac)
     warm = min(total // 2, round(cfg["schedule"]["warmup_epochs"] * steps_per_epoch))
     if step < warm:
         return peak * (step + 1) / (warm + 1)
