@@ -96,6 +96,8 @@ def test_run_config_per_arm(params):
         "prior_start_epoch", "proximal", "prox_form", "eps", "augment", "seed", "threads", "device", "precision",
         "channels_last", "compile", "init_from", "init", "save_states"}
     assert sparse["init"] == "weights" and sparse["save_states"] == {}
+    assert sparse["prox_form"] == "lazy"  # the prior's arms only: a λ = 0 run is the same under either form
+    assert "prox_form" not in plan.run_config(params, "digits/dense/s0")
     # post-hoc: the dense run's final state, then P epochs from posthoc.lr, the prior on from B
     posthoc = plan.run_config(params, "digits/posthoc/shift1.5-s0")
     assert posthoc["init_from"] == "runs/digits/dense/s0/states/end.pt" and posthoc["init"] == "state"
@@ -107,8 +109,9 @@ def test_run_config_per_arm(params):
     assert posthoc["lam"] == float(f"{1.5 * 116 * 0.1 / (10 * 0.02 * 2.5):.4g}")
     finetune = plan.run_config(params, "digits/finetune/s0")  # its λ = 0 twin
     assert finetune["lam"] == 0.0 and finetune["fields"] == {"arm": "finetune", "dataset": "digits", "seed": 0}
+    # the prior (λ, and its prox form) is all that sets them apart
     assert {k: v for k, v in finetune.items() if k not in ("name", "fields", "lam")} == {
-        k: v for k, v in posthoc.items() if k not in ("name", "fields", "lam")}
+        k: v for k, v in posthoc.items() if k not in ("name", "fields", "lam", "prox_form")}
     assert plan.ARMS[plan.POSTHOC].control == plan.FINETUNE and plan.ARMS[plan.LATE].control == plan.DENSE
     late = plan.run_config(params, "digits/late/at0.5-shift1.5-s0")
     assert late["fields"] == {"arm": "late", "dataset": "digits", "seed": 0, "start": 0.5, "shift": 1.5}

@@ -86,7 +86,7 @@ def test_pdf_text_matches_summary(built):
     for f in analysis.findings(df, th):
         assert f"Observation {f.number}: {f.title} — {f.verdict}" in " ".join(text.split())
     assert file_sha256(built["params"]) in text
-    assert "Prox form step" in " ".join(text.split())  # the runs' configs: the schema's default
+    assert "Prox form step Slope init" in " ".join(text.split())  # its row: the runs' configs, the schema's default
     for _, sub in df.groupby("dataset"):
         assert f"{100 * sub[sub.arm == 'dense'].test_acc.mean():.2f}" in text
         for r in analysis.arm_curve(sub, "sparse").itertuples():  # mean ± sd over seeds

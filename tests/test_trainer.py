@@ -262,7 +262,9 @@ def without_timings(run: Path) -> tuple[list[str], dict]:
     return rows, {k: v for k, v in metrics.items() if k not in TIMINGS}
 
 
-def test_a_late_run_continued_from_the_dense_state_is_the_run_from_scratch(toy_data, dense_run, tmp_path, capsys):
+@pytest.mark.parametrize("prox_form", ["step", "lazy"])  # lazy: its shadows start at the state's slopes
+def test_a_late_run_continued_from_the_dense_state_is_the_run_from_scratch(toy_data, dense_run, tmp_path, capsys,
+                                                                          prox_form):
     """The dense run keeps its full state after epoch s (save_states); the late run continued from it
     (init: state) is bit for bit the late run trained from scratch with the prior off until s."""
     assert {p.name for p in dense_run.iterdir()} == {"checkpoint.pt", "metrics.json", "history.csv", "config.yaml",
@@ -271,7 +273,7 @@ def test_a_late_run_continued_from_the_dense_state_is_the_run_from_scratch(toy_d
     kept = load_checkpoint(state)
     assert kept["epoch"] == 2 and kept["step"] == 2 * 6 and kept["budget_epochs"] == 2
     assert kept["optimizer"]["momentum_buffers"] and "save_states" not in kept["config"]
-    late = dense_and_late(toy_data)[1]
+    late = dense_and_late(toy_data)[1] | {"prox_form": prox_form}
     train(late, tmp_path / "scratch", progress=False)
     metrics = train(dict(late, init_from=str(state), init="state"), tmp_path / "continued", progress=False)
     assert "[toy/late] continuing run toy/dense from" in capsys.readouterr().err
@@ -285,13 +287,15 @@ def test_a_late_run_continued_from_the_dense_state_is_the_run_from_scratch(toy_d
     assert times[1:3] == ["", ""] and all(float(t) > 0 for t in times[3:])
 
 
-def test_a_posthoc_run_continued_from_the_dense_final_state_is_the_run_from_scratch(toy_data, dense_run, tmp_path):
+@pytest.mark.parametrize("prox_form", ["step", "lazy"])
+def test_a_posthoc_run_continued_from_the_dense_final_state_is_the_run_from_scratch(toy_data, dense_run, tmp_path,
+                                                                                   prox_form):
     """The dense run keeps its state after its last epoch (end); a post-hoc run continues it for 2 more
     epochs at its tail lr, bit for bit the run of 6 epochs from scratch with the same cycle of 4."""
     kept = load_checkpoint(dense_run / "states" / "end.pt")
     assert kept["epoch"] == 4 and kept["config"]["name"] == "toy/dense" and "save_states" not in kept["config"]
     assert same(kept["model"], load_checkpoint(dense_run / "checkpoint.pt")["model"])
-    posthoc = posthoc_config(toy_data)
+    posthoc = posthoc_config(toy_data) | {"prox_form": prox_form}
     train(posthoc, tmp_path / "scratch", progress=False)
     metrics = train(dict(posthoc, init_from=str(dense_run / "states" / "end.pt"), init="state"),
                     tmp_path / "continued", progress=False)
@@ -316,10 +320,14 @@ def test_a_posthoc_run_of_another_cycle_is_refused(toy_data, dense_run, tmp_path
 @pytest.mark.parametrize("change, differs", [
     ({"optimizer": {"lr": 0.05}}, "optimizer"),
     ({"prior_start_epoch": 1}, "prior"),  # its prior on before the state's epoch: not the dense run there
+    ({"prior_start_epoch": 1, "lam": 0.0, "prox_form": "lazy"}, None),  # no prior: the prox form is moot
     ({"augment": {"flip": False, "crop": 1}}, "augment"),
 ])
 def test_a_state_whose_run_differs_before_it_is_refused(toy_data, dense_run, tmp_path, change, differs):
     late = dense_and_late(toy_data)[1] | change | {"init_from": str(dense_run / "states" / "at0.5.pt"), "init": "state"}
+    if differs is None:
+        assert train(late, tmp_path / "late", progress=False)["budget_epochs"] == 4
+        return
     with pytest.raises(UserError, match=rf"toy/late: init_from .*at0\.5\.pt is the state of run toy/dense after "
                                         rf"epoch 2, whose config differs from this run's in those epochs: {differs}$"):
         train(late, tmp_path / "late", progress=False)
@@ -494,6 +502,20 @@ def test_a_linear_tail_falls_from_tail_lr_towards_zero():
     assert lrs[30:] == pytest.approx([0.01 * (1 - k / 20) for k in range(20)])
     cfg |= {"prior_start_epoch": 3, "batch_size": 10}
     assert schedule.prior_lr_sum(cfg, 100) == pytest.approx(0.01 * (20 - 19 * 20 / 2 / 20))  # 0.01·Σ(1 − k/20)
+
+
+def test_the_lazy_prox_trains_as_the_step_prox_while_no_slope_reaches_one(toy_data, tmp_path):
+    """A prior too weak to take any slope to 1 in the run: both forms are the same soft-threshold, so
+    the same weights up to rounding (the lazy form sums the thresholds, the step form applies them)."""
+    runs = {form: train(config(toy_data, epochs=2, lam=0.05, prox_form=form), tmp_path / form, progress=False)
+            for form in ("step", "lazy")}
+    assert runs["lazy"]["nonlinear_channels"] == runs["lazy"]["total_channels"]
+    assert 0 < runs["lazy"]["max_prior_shift"] == pytest.approx(runs["step"]["max_prior_shift"])
+    step, lazy = (load_checkpoint(tmp_path / form / "checkpoint.pt") for form in ("step", "lazy"))
+    assert lazy["slope_shadows"] is not None and step["slope_shadows"] is None
+    assert all(torch.allclose(step["model"][k].float(), lazy["model"][k].float(), atol=1e-5) for k in step["model"])
+    slopes = [k for k in step["model"] if k.endswith("slope")]
+    assert any(not torch.equal(step["model"][k], torch.full_like(step["model"][k], 0.25)) for k in slopes)
 
 
 def test_a_cosine_tail_falls_from_tail_lr_towards_zero_as_a_half_cosine():

@@ -546,7 +546,8 @@ def method_settings(df: pd.DataFrame, runs: Path) -> dict:
         if model.get("activation", "prelu") == "prelu":
             seen["slope_init"].add(model.get("slope_init"))
             seen["slope_lr_scale"].add((config.get("optimizer") or {}).get("slope_lr_scale", 1))
-            seen["prox_form"].add(config.get("prox_form", "step"))
+            if config.get("lam"):  # a λ = 0 run uses no prox (the plan writes no form for it)
+                seen["prox_form"].add(config.get("prox_form", "step"))
         for key in ("proximal", "eps", "epochs"):
             seen[key].add(config.get(key))
     return {k: sorted((v for v in values if v is not None), key=str) for k, values in seen.items()}

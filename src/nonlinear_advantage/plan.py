@@ -399,7 +399,6 @@ def _resolve(params: dict, run: Run) -> dict:
         "lam": 0.0,
         "prior_start_epoch": 0,
         "proximal": train["proximal"],
-        "prox_form": train.get("prox_form", "step"),  # the schema's default
         "eps": float(train["eps"]),
         "augment": dict(train["augment"]),
         "seed": run.fields["seed"],
@@ -414,6 +413,8 @@ def _resolve(params: dict, run: Run) -> dict:
         # The trainer's train split is what `prepare` wrote: exactly train_size images
         # (validate refuses a train_size the dataset cannot give).
         config["lam"] = prior_lam(config, run.fields["shift"], params["datasets"][dataset]["train_size"], dataset)
+        # Only here: without a prior the form is moot, and changing it must not retrain those runs.
+        config["prox_form"] = train.get("prox_form", "step")  # the schema's default
     return copy.deepcopy(config)
 
 

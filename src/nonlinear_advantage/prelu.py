@@ -72,9 +72,10 @@ def lazy_proximal_step_(slopes: list[torch.Tensor], shadows: list[torch.Tensor],
     thresholds' sum so far.
 
     While a channel stays nonlinear this is ``proximal_step_`` exactly. A linear channel keeps
-    what its gradients sum to, so it leaves 1 only when their mean, not one minibatch's noise,
-    beats λ/C: the set of linear channels settles where the per-step prox's flickers (proximal
-    SGD does not identify the support; dual averaging does, Lee & Wright 2012).
+    what its gradients sum to, so it leaves 1 only when their lr-weighted mean since the prior came
+    on, not one minibatch's noise, beats λ/C: the set of linear channels settles where the per-step
+    prox's flickers (proximal SGD does not identify the support; dual averaging does, Lee & Wright
+    2012).
     """
     for slope, shadow, old in zip(slopes, shadows, before, strict=True):
         shadow.add_(slope - old)
