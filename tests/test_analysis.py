@@ -289,6 +289,21 @@ def test_an_unsettled_run_makes_its_findings_inconclusive(study):
     assert analysis.finding_core_networks(moving, TH).verdict == SUPPORTED  # it rests on the sparse arm only
 
 
+def test_points_below_the_onset_count_distinct_apls(study):
+    """Runs that all end fully linear give the collapse no slope, however many there are: the check
+    counts distinct APLs below the onset, and fails where the steepness cannot be measured."""
+    sub = study[study.dataset == "digits"]
+    onset = analysis.collapse_onset(sub, analysis.effective_tolerance(sub, TH)).apl
+    flat = study.copy()
+    below = (flat.dataset == "digits") & (flat.arm == "sparse") & (flat.apl_normalized < onset - 1e-9)
+    assert below.groupby(flat.seed).sum().min() >= 3
+    flat.loc[below, "apl_normalized"] = 0.0
+    check = next(c for c in analysis.checks(flat, TH) if c.name == analysis.BELOW_ONSET and c.dataset == "digits")
+    assert not check.passed and check.value == 1 and "1 distinct from-scratch APL(s)" in check.text
+    f = analysis.finding_decay_collapse(flat, TH)
+    assert any(c.name == analysis.BELOW_ONSET and c.dataset == "digits" for c in f.failed)  # named in its finding
+
+
 def test_without_nonlinear_change_the_settled_check_cannot_pass(study):
     settled = [c for c in analysis.checks(study.drop(columns="nonlinear_change"), TH) if c.name == analysis.SETTLED]
     assert settled and not any(c.passed for c in settled)

@@ -87,3 +87,31 @@ def test_core_networks_show_the_slope_quantiles(study):
     slopes = [ax for ax in fig.axes if ax.get_title() == "slopes per λ"]
     assert len(slopes) == study["df"].dataset.nunique()
     assert all(ax.collections and ax.lines for ax in slopes)  # the 10–90% bars, the medians and thresholds
+
+
+def _overlapping_tick_labels(fig, ax) -> list[tuple[str, str]]:
+    renderer = fig.canvas.get_renderer()
+    labels = [t for t in ax.get_xticklabels() if t.get_text() and t.get_visible()]
+    lo, hi = ax.get_xlim()
+    labels = [t for t in labels if lo <= t.get_position()[0] <= hi]
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in labels]
+    return [(a, b) for (a, box_a), (b, box_b) in zip(boxes, boxes[1:], strict=False)
+            if box_a.overlaps(box_b)]
+
+
+@pytest.mark.parametrize("decades", [1.5, 4.0])
+def test_lambda_tick_labels_do_not_collide_over_a_wide_grid(study, decades):
+    """A grid from almost nothing linearized spans four decades of λ: 1-2-5 labels ran into each other."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    df = study["df"].copy()
+    prior = df.lam > 0
+    lams = sorted(df.loc[prior, "lam"].unique())
+    spread = {lam: 10 ** (decades * i / (len(lams) - 1)) * 1e-3 for i, lam in enumerate(lams)}
+    df.loc[prior, "lam"] = df.loc[prior, "lam"].map(spread)
+    fig = figures.core_plateau(df, analysis.Thresholds.from_params())
+    FigureCanvasAgg(fig)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        assert len([t for t in ax.get_xticklabels() if t.get_text()]) >= 2
+        assert not _overlapping_tick_labels(fig, ax), ax.get_title()

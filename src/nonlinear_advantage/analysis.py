@@ -544,7 +544,7 @@ def grid_span(df: pd.DataFrame, th: Thresholds) -> pd.DataFrame:
 
 SPAN, CONTROL, DENSE_VS_BASELINE, BELOW_ONSET, SETTLED = (
     "grid span", "control", "dense vs baseline", "points below onset", "settled")
-MIN_BELOW_ONSET = 3  # from-scratch points per seed below the onset: a slope there needs a few
+MIN_BELOW_ONSET = 3  # from-scratch APLs per seed below the onset: a slope there needs a few distinct ones
 
 
 @dataclass(frozen=True)
@@ -672,7 +672,8 @@ def _baseline_checks(df: pd.DataFrame, th: Thresholds) -> list[Check]:
 
 
 def _onset_checks(df: pd.DataFrame, th: Thresholds) -> list[Check]:
-    """Every seed with enough from-scratch points below the onset for the collapse's slope."""
+    """Every seed with enough from-scratch points below the onset for the collapse's slope: distinct
+    APLs, since runs that all end fully linear (APL 0) give no slope however many there are."""
     out, threshold = [], f"≥ {MIN_BELOW_ONSET} per seed"
     for d in sorted(df.dataset.unique()):
         sub = df[df.dataset == d]
@@ -685,12 +686,13 @@ def _onset_checks(df: pd.DataFrame, th: Thresholds) -> list[Check]:
             out.append(Check(BELOW_ONSET, d, label, "no onset", threshold, False,
                              f"{d}: no collapse onset ({onset.reason})", plan.SPARSE))
             continue
-        counts = {seed: int((sparse[sparse.seed == seed][APL] < onset.apl - _SLACK).sum())
-                  for seed in sorted(sub.seed.unique())}
+        below = {seed: sparse[(sparse.seed == seed) & (sparse[APL] < onset.apl - _SLACK)][APL]
+                 for seed in sorted(sub.seed.unique())}
+        counts = {seed: int(apl.round(6).nunique()) for seed, apl in below.items()}
         worst = min(counts, key=counts.get)
         ok = counts[worst] >= MIN_BELOW_ONSET
         out.append(Check(BELOW_ONSET, d, label, counts[worst], threshold, ok,
-                         f"{d}: seed {worst} has {counts[worst]} from-scratch point(s) below the onset (APL "
+                         f"{d}: seed {worst} has {counts[worst]} distinct from-scratch APL(s) below the onset (APL "
                          f"{onset.apl:.2f})" + ("" if ok else f", fewer than {MIN_BELOW_ONSET}"), plan.SPARSE))
     return out
 

@@ -289,9 +289,11 @@ def core_plateau(df: pd.DataFrame, th: analysis.Thresholds) -> Figure:
                title="effective depth (dotted: dense)")
     ax_width.set(xscale="log", xlabel="λ", ylabel="nonlinear channels", title="total nonlinear width")
     for ax in (ax_apl, ax_width):  # a grid within one decade gets minor labels only, and they collide
+        lo, hi = ax.get_xlim()
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        # 1-2-5 labels collide over more than a few decades (a grid from almost nothing linearized)
+        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5) if hi / lo <= 10 ** 2.5 else (1,)))
     ax_apl.legend()
     return fig
 

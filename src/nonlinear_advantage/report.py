@@ -63,7 +63,7 @@ PENALTY = (
     "channel off 1 and the next puts it back, so the count of exactly linear channels flickers. Prox form "
     "lazy (dual averaging) soft-thresholds the slope's steps summed since the prior came on by the thresholds' "
     "sum: the same step while a channel is nonlinear, but a linear channel leaves 1 only when its gradients' "
-    "mean beats λ/C, and the count settles."
+    "lr-weighted mean since the prior came on beats λ/C, and the count settles."
 )
 BUDGET = (
     "Dense, sparse and late-start runs train the same budget of B epochs since initialization "
