@@ -674,7 +674,7 @@ def _baseline_checks(df: pd.DataFrame, th: Thresholds) -> list[Check]:
 def _onset_checks(df: pd.DataFrame, th: Thresholds) -> list[Check]:
     """Every seed with enough from-scratch points below the onset for the collapse's slope: distinct
     APLs, since runs that all end fully linear (APL 0) give no slope however many there are."""
-    out, threshold = [], f"≥ {MIN_BELOW_ONSET} per seed"
+    out, threshold = [], f"≥ {MIN_BELOW_ONSET} distinct APLs per seed"
     for d in sorted(df.dataset.unique()):
         sub = df[df.dataset == d]
         sparse = arm_rows(sub, plan.SPARSE)
